@@ -1,0 +1,344 @@
+"""The `search` command line: run studies, list trials, show the best, browse spaces.
+
+Input is validated before Keras (and so TensorFlow) is imported, so a typo is answered in about a
+second. User errors print one line and exit with code 2; `--verbose` adds the traceback and shows
+TensorFlow's and Keras' own output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import NoReturn
+
+from search import __version__
+from search.errors import SearchError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _storage_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage: sqlite:///FILE.db, postgresql://USER:PASS@HOST:PORT/DB or "
+        "journal:///FILE.log (env SEARCH_STORAGE; default sqlite:///search-studies.db in the "
+        "working directory)",
+    )
+
+
+def _tracking_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI: http://HOST:PORT of an `mlflow server`, or a local store such as "
+        "sqlite:///mlflow.db (env MLFLOW_TRACKING_URI; default sqlite:///mlflow.db in the working "
+        "directory, MLflow's own default)",
+    )
+
+
+def _verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show TensorFlow/Keras output, per-batch progress bars and tracebacks",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="search",
+        description="Hyperparameter search for Keras time-series forecasters: Optuna studies over "
+        "the documented architectures, every trial logged to MLflow.",
+    )
+    parser.add_argument("--version", action="version", version=f"search {__version__}")
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="show TensorFlow/Keras output and tracebacks"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run",
+        help="run or continue a study",
+        description="Run an Optuna study (or continue the one of that name) and log every trial to "
+        "MLflow. With no flags: space 'quick', 6 trials on the embedded 2020 Jena data, local "
+        "storage (sqlite:///search-studies.db) and MLflow's local store (sqlite:///mlflow.db).",
+    )
+    run.add_argument(
+        "--space",
+        metavar="NAME|PATH",
+        help="a shipped space (see `search spaces`) or a YAML file (default: quick; a resumed "
+        "study remembers its space)",
+    )
+    run.add_argument(
+        "--study",
+        metavar="NAME",
+        help="study name; an existing study of that name is continued (default: the space's name)",
+    )
+    run.add_argument(
+        "--trials", type=_positive_int, default=6, metavar="N", help="trials to run now (default 6)"
+    )
+    run.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop starting new trials after this many seconds (default: no limit)",
+    )
+    _storage_flag(run)
+    _tracking_flag(run)
+    run.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help="jena-2020 (embedded, default), jena-2009-2016 (downloaded once, checksum-verified, "
+        "cached) or the path of a CSV file",
+    )
+    run.add_argument(
+        "--time-column", metavar="NAME", help="CSV time column (default: the first column)"
+    )
+    run.add_argument("--target", metavar="NAME", help="column to forecast (default: T (degC))")
+    run.add_argument(
+        "--features",
+        metavar="A,B,...",
+        help="comma-separated input columns (default: the 14 classic Jena columns)",
+    )
+    run.add_argument(
+        "--max-rows",
+        type=_positive_int,
+        metavar="N",
+        help="use only the first N rows of the data (quick experiments and tests)",
+    )
+    run.add_argument(
+        "--epochs",
+        type=_positive_int,
+        metavar="N",
+        help="maximum epochs per trial (default: the space's setting)",
+    )
+    run.add_argument(
+        "--seed",
+        type=_int,
+        metavar="N",
+        help="seed of the sampler and of every trial (trial seed = N + trial number; default 42; "
+        "give each worker of a distributed study its own)",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the Optuna study of this name and start a new one (MLflow runs are kept, "
+        "the old parent run is tagged search.superseded)",
+    )
+    _verbose_flag(run)
+
+    trials = commands.add_parser("trials", help="list a study's trials")
+    trials.add_argument("study", metavar="STUDY", help="study name")
+    _storage_flag(trials)
+    _verbose_flag(trials)
+
+    best = commands.add_parser("best", help="show the best trial of a study")
+    best.add_argument("study", metavar="STUDY", help="study name")
+    _storage_flag(best)
+    _tracking_flag(best)
+    best.add_argument(
+        "--evaluate-test",
+        action="store_true",
+        help="evaluate the best trial's saved model once on the test split and log the result to "
+        "the study's parent run",
+    )
+    _verbose_flag(best)
+
+    spaces = commands.add_parser("spaces", help="list search spaces, or show one")
+    spaces.add_argument("name", nargs="?", metavar="NAME|PATH", help="a space to show in full")
+    _verbose_flag(spaces)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return _dispatch(args, verbose)
+    except SearchError as exc:
+        if verbose:
+            traceback.print_exc()
+        message = " ".join(str(exc).split())
+        sys.stderr.write(f"search {args.command}: error: {message}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write(f"search {args.command}: interrupted; the study can be continued\n")
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, verbose: bool) -> int:
+    if args.command == "spaces":
+        return _cmd_spaces(args)
+    if args.command == "trials":
+        return _cmd_trials(args)
+    if args.command == "best":
+        return _cmd_best(args, verbose)
+    return _cmd_run(args, verbose)
+
+
+def _prepare_runtime(verbose: bool) -> None:
+    """Quieten TensorFlow before Keras is imported (unless --verbose)."""
+    from search._quiet import quiet_native_stderr, quiet_python_loggers, set_quiet_environment
+
+    if not verbose:
+        set_quiet_environment()
+        log = Path(tempfile.gettempdir()) / f"search-native-{os.getuid()}.log"
+        quiet_native_stderr(log)
+        quiet_python_loggers()
+
+
+def _cmd_run(args: argparse.Namespace, verbose: bool) -> int:
+    from search.datasets import validate_source
+    from search.spaces import load_space
+    from search.storage import check_storage, resolve_storage_url
+    from search.study import RunOptions, find_study, reconcile_with_existing
+    from search.tracking import check_tracking_uri, resolve_tracking_uri
+
+    if args.space is not None:
+        load_space(args.space)  # validate early: one line naming the file and parameter
+    if args.data is not None:
+        validate_source(args.data)
+    storage = resolve_storage_url(args.storage)
+    check_storage(storage)
+    tracking_uri = resolve_tracking_uri(args.tracking_uri)
+    check_tracking_uri(tracking_uri)
+    features = [f.strip() for f in args.features.split(",")] if args.features else None
+    study_name = args.study or (Path(args.space).stem if args.space else "quick")
+    options = RunOptions(
+        study=study_name,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        space=args.space,
+        data=args.data,
+        time_column=args.time_column,
+        target=args.target,
+        features=features,
+        max_rows=args.max_rows,
+        trials=args.trials,
+        timeout=args.timeout,
+        epochs=args.epochs,
+        seed=args.seed,
+        fresh=args.fresh,
+        verbose=verbose,
+        print_fn=lambda line: print(line, flush=True),
+    )
+    from search.storage import open_storage
+
+    existing = find_study(open_storage(storage), study_name)
+    reconcile_with_existing(options, existing)  # contradictions fail here, before Keras loads
+    if options.space is not None:
+        load_space(options.space)
+    if options.data is not None:
+        validate_source(options.data)
+
+    _prepare_runtime(verbose)
+    from search.study import run_study
+
+    run_study(options)
+    return 0
+
+
+def _cmd_spaces(args: argparse.Namespace) -> int:
+    from search.spaces import list_spaces, load_space
+
+    if args.name:
+        print(load_space(args.name).describe())
+        return 0
+    spaces = list_spaces()
+    width = max(len(s.name) for s in spaces) if spaces else 0
+    for space in spaces:
+        print(f"{space.name:<{width}}  {space.description}")
+    return 0
+
+
+def _existing_study(args: argparse.Namespace):
+    """The study named on the command line, from an existing storage (never creates one)."""
+    from search.errors import StorageError
+    from search.storage import check_storage, resolve_storage_url
+    from search.study import load_existing_study
+
+    storage = resolve_storage_url(args.storage)
+    try:
+        check_storage(storage, must_exist=True)
+    except StorageError as exc:
+        raise SearchError(f"no study named {args.study!r}: {exc}") from None
+    return load_existing_study(storage, args.study)
+
+
+def _cmd_trials(args: argparse.Namespace) -> int:
+    from search.report import trials_table
+
+    print(trials_table(_existing_study(args)))
+    return 0
+
+
+def _cmd_best(args: argparse.Namespace, verbose: bool) -> int:
+    from search.report import best_text
+    from search.tracking import check_tracking_uri, resolve_tracking_uri
+
+    study = _existing_study(args)
+    print(best_text(study))
+    if args.evaluate_test:
+        tracking_uri = resolve_tracking_uri(
+            args.tracking_uri or study.user_attrs.get("mlflow_tracking_uri")
+        )
+        check_tracking_uri(tracking_uri)
+        _prepare_runtime(verbose)
+        from search.evaluate import evaluate_best_on_test
+
+        result = evaluate_best_on_test(study, tracking_uri)
+        print(
+            f"test MAE {result['test_mae']:.3f} degC (baseline {result['test_baseline_mae']:.3f}, "
+            f"skill {result['test_skill']:+.1%}); logged to parent run {result['parent_run_id']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

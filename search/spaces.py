@@ -1,0 +1,1057 @@
+"""Search spaces: YAML files in ``spaces/``, validated once, compiled to Optuna and keras-tuner.
+
+A space file names an architecture, gives each parameter either a distribution (``int``,
+``float`` with ``log``/``step``, ``categorical``, as Optuna has them) or a plain constant, fixes
+the training settings, and names the book's configuration, which a study enqueues as trial 0::
+
+    name: lstm                      # optional: defaults to the file name
+    description: LSTM forecaster    # one line, listed by `search spaces`
+    architecture: lstm              # one of search.models.ARCHITECTURES
+    params:                         # the builder's arguments + the four training parameters
+      units: {type: int, low: 8, high: 128, log: true}
+      dropout: {type: float, low: 0.0, high: 0.5, step: 0.05}
+      reverse: false                # a constant: pinned, not searched
+      lookback_hours: {type: categorical, choices: [24, 72, 120]}
+      sampling_rate: 6              # rows per step; must divide every lookback's rows (hours * 6)
+      learning_rate: {type: float, low: 1e-4, high: 1e-2, log: true}
+      batch_size: 256
+    fixed: {epochs: 20, optimizer: rmsprop, loss: mse, patience: 3, horizon_hours: 24,
+            target_steps: 1}
+    book:                           # plain names; left out = the builder's default / BOOK_PROTOCOL
+      source: "Deep Learning with Python, 2nd ed., 10.2.5"
+      params: {units: 16, dropout: 0.0, lookback_hours: 120, learning_rate: 0.001}
+
+A multi-architecture space replaces ``architecture``/model parameters with ``architectures:``, a
+mapping of architecture name to its own parameters (Optuna names ``"lstm.units"``, sampled only
+when ``architecture`` is ``lstm``); its ``params`` then hold only the shared training parameters,
+which an architecture may override. ``book`` then names its ``architecture`` too.
+
+This module imports neither Keras nor Optuna at import time (the CLI validates a space in about
+a second); Optuna and keras-tuner are imported by the methods that compile to them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    NonNegativeInt,
+    PlainValidator,
+    PositiveFloat,
+    PositiveInt,
+    StrictBool,
+    StrictInt,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from search import models
+from search._resources import spaces_dir
+from search.errors import SpaceError
+
+if TYPE_CHECKING:
+    import keras_tuner
+    import optuna
+
+ROWS_PER_HOUR = 6
+"""The Jena record has one row per 10 minutes."""
+
+TRAINING_PARAMETERS = ("lookback_hours", "sampling_rate", "learning_rate", "batch_size")
+"""Parameters every space sets (sampled or constant) besides the model's own."""
+
+BOOK_PROTOCOL: dict[str, Any] = {
+    "lookback_hours": 120,
+    "sampling_rate": 6,
+    "learning_rate": 1e-3,
+    "batch_size": 256,
+}
+"""The 2nd edition's protocol: used for a book configuration that leaves these out."""
+
+OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd", "nadam")
+"""Optimizer names a space may fix (those search.trial.make_optimizer builds)."""
+LOSSES = ("mse", "mae", "huber", "log_cosh", "mean_squared_error", "mean_absolute_error")
+"""Keras loss names a space may fix."""
+
+_MAX_COMBINATIONS = 1_000_000
+_DISTRIBUTION_TYPES = ("int", "float", "categorical")
+
+Scalar = bool | int | float | str
+
+
+# --------------------------------------------------------------------------- distributions
+
+
+class _Distribution(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def values(self) -> list[Any] | None:
+        """Every reachable value, or None for a continuous range."""
+        raise NotImplementedError
+
+    def extremes(self) -> list[Any]:
+        """Values enough to check a range constraint (endpoints, or every choice)."""
+        raise NotImplementedError
+
+    def contains(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def normalize(self, value: Any) -> Any:
+        return value
+
+
+class IntParam(_Distribution):
+    """``{type: int, low, high, step: 1, log: false}``: an Optuna IntDistribution."""
+
+    type: Literal["int"]
+    low: StrictInt
+    high: StrictInt
+    step: PositiveInt = 1
+    log: StrictBool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) > high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log needs low > 0, got low={self.low}")
+        if self.log and self.step != 1:
+            raise ValueError(
+                "log and step cannot be combined (Optuna samples log ranges without a step)"
+            )
+        if (self.high - self.low) % self.step:
+            raise ValueError(
+                f"high - low ({self.high - self.low}) is not a multiple of step ({self.step})"
+            )
+        return self
+
+    def values(self) -> list[Any]:
+        return list(range(self.low, self.high + 1, self.step))
+
+    def extremes(self) -> list[Any]:
+        return [self.low, self.high]
+
+    def contains(self, value: Any) -> bool:
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and self.low <= value <= self.high
+            and (value - self.low) % self.step == 0
+        )
+
+    def __str__(self) -> str:
+        extra = " log" if self.log else (f" step {self.step}" if self.step != 1 else "")
+        return f"int [{self.low}, {self.high}]{extra}"
+
+
+class FloatParam(_Distribution):
+    """``{type: float, low, high, step: null, log: false}``: an Optuna FloatDistribution."""
+
+    type: Literal["float"]
+    low: float
+    high: float
+    step: PositiveFloat | None = None
+    log: StrictBool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) > high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log needs low > 0, got low={self.low}")
+        if self.log and self.step is not None:
+            raise ValueError(
+                "log and step cannot be combined (Optuna samples log ranges without a step)"
+            )
+        if self.step is not None and not _is_whole((self.high - self.low) / self.step):
+            raise ValueError(
+                f"high - low ({self.high - self.low:g}) is not a multiple of step ({self.step:g})"
+            )
+        return self
+
+    def values(self) -> list[Any] | None:
+        if self.step is None:
+            return None if self.low != self.high else [self.low]
+        count = round((self.high - self.low) / self.step) + 1
+        return [round(self.low + k * self.step, 12) for k in range(count)]
+
+    def extremes(self) -> list[Any]:
+        return [self.low, self.high]
+
+    def contains(self, value: Any) -> bool:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        tolerance = 1e-9 * max(1.0, abs(self.high))
+        if not self.low - tolerance <= value <= self.high + tolerance:
+            return False
+        return self.step is None or _is_whole((value - self.low) / self.step)
+
+    def normalize(self, value: Any) -> Any:
+        return float(value)
+
+    def __str__(self) -> str:
+        extra = " log" if self.log else (f" step {self.step:g}" if self.step is not None else "")
+        return f"float [{self.low:g}, {self.high:g}]{extra}"
+
+
+def _check_constant(value: Any) -> Scalar:
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(
+        f"a constant must be a number, a string or a boolean, got {type(value).__name__}; "
+        "a distribution is written {type: int|float|categorical, ...}"
+    )
+
+
+Constant = Annotated[Scalar, PlainValidator(_check_constant)]
+
+
+class CategoricalParam(_Distribution):
+    """``{type: categorical, choices: [...]}``: an Optuna CategoricalDistribution."""
+
+    type: Literal["categorical"]
+    choices: list[Constant]
+
+    @model_validator(mode="after")
+    def _check(self) -> CategoricalParam:
+        if not self.choices:
+            raise ValueError("choices is empty")
+        kinds = {type(choice) for choice in self.choices}
+        if len(kinds) > 1:
+            names = ", ".join(sorted(kind.__name__ for kind in kinds))
+            raise ValueError(f"choices mix types ({names}); keras-tuner needs one type")
+        if len(set(self.choices)) != len(self.choices):
+            raise ValueError(f"choices repeat a value: {self.choices}")
+        return self
+
+    def values(self) -> list[Any]:
+        return list(self.choices)
+
+    def extremes(self) -> list[Any]:
+        return list(self.choices)
+
+    def contains(self, value: Any) -> bool:
+        return self._match(value) is not None
+
+    def normalize(self, value: Any) -> Any:
+        return self._match(value)
+
+    def _match(self, value: Any) -> Any:
+        """The choice equal to value (24.0 matches 24; True matches only True), or None."""
+        return next((choice for choice in self.choices if _same(value, choice)), None)
+
+    def __str__(self) -> str:
+        return "categorical {" + ", ".join(_show(choice) for choice in self.choices) + "}"
+
+
+def _param_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("type"))
+    if isinstance(value, _Distribution):
+        return value.type  # type: ignore[attr-defined]
+    return "constant"
+
+
+def _check_type_tag(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "type" not in value:
+            raise ValueError("a distribution needs a 'type': int, float or categorical")
+        if value["type"] not in _DISTRIBUTION_TYPES:
+            raise ValueError(
+                f"unknown distribution type {value['type']!r}; expected int, float or categorical"
+            )
+    return value
+
+
+ParamSpec = Annotated[
+    Annotated[IntParam, Tag("int")]
+    | Annotated[FloatParam, Tag("float")]
+    | Annotated[CategoricalParam, Tag("categorical")]
+    | Annotated[Constant, Tag("constant")],
+    Discriminator(_param_kind),
+    BeforeValidator(_check_type_tag),
+]
+"""A parameter in a space file: a distribution, or a plain constant that pins it."""
+
+
+# --------------------------------------------------------------------------- the space file
+
+
+class FixedSettings(BaseModel):
+    """Training settings a space keeps constant for all its trials."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: PositiveInt = 20
+    optimizer: Literal[OPTIMIZERS] = "rmsprop"  # type: ignore[valid-type]
+    loss: Literal[LOSSES] = "mse"  # type: ignore[valid-type]
+    patience: NonNegativeInt = 3
+    horizon_hours: PositiveFloat = 24
+    target_steps: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> FixedSettings:
+        if not _is_whole(self.horizon_hours * ROWS_PER_HOUR):
+            raise ValueError(
+                f"horizon_hours ({self.horizon_hours:g}) is not a whole number of 10-minute rows"
+            )
+        return self
+
+
+class BookConfig(BaseModel):
+    """The book's configuration of a space: enqueued as a study's first trial.
+
+    ``params`` uses the plain parameter names of ``architecture``; a parameter left out takes the
+    builder's default (the book's value) or, for the training parameters, ``BOOK_PROTOCOL``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = ""
+    architecture: str | None = None
+    params: dict[str, Constant] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One parameter of one architecture's branch of a space."""
+
+    name: str  # plain name, as the builder / TrialConfig knows it
+    optuna_name: str  # unique name in the Optuna study and keras-tuner HyperParameters
+    where: str  # location in the file, for messages: "params.units"
+    spec: Any  # a _Distribution or a constant
+
+    @property
+    def constant(self) -> bool:
+        return not isinstance(self.spec, _Distribution)
+
+    def values(self) -> list[Any] | None:
+        return [self.spec] if self.constant else self.spec.values()
+
+    def extremes(self) -> list[Any]:
+        return [self.spec] if self.constant else self.spec.extremes()
+
+    def contains(self, value: Any) -> bool:
+        if self.constant:
+            return _same(value, self.spec)
+        return self.spec.contains(value)
+
+
+class Space(BaseModel):
+    """A validated search space; build one with :func:`load_space`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    path: Path | None = None
+    architecture: str | None = None
+    architectures: dict[str, dict[str, ParamSpec]] | None = None
+    params: dict[str, ParamSpec] = Field(default_factory=dict)
+    fixed: FixedSettings = Field(default_factory=FixedSettings)
+    book: BookConfig
+
+    # ------------------------------------------------------------------ validation
+
+    @field_validator("description")
+    @classmethod
+    def _one_line(cls, description: str) -> str:
+        return " ".join(description.split())  # `search spaces` lists it on one line
+
+    @model_validator(mode="after")
+    def _validate_space(self) -> Space:
+        if (self.architecture is None) == (self.architectures is None):
+            raise ValueError(
+                "architecture: give either 'architecture: NAME' or 'architectures:' "
+                "(a mapping of names to their parameters), not both or neither"
+            )
+        for name in self.candidate_architectures:
+            if name not in models.ARCHITECTURES:
+                where = "architecture" if self.architectures is None else f"architectures.{name}"
+                raise ValueError(
+                    f"{where}: unknown architecture {name!r}; known: {', '.join(models.ARCHITECTURES)}"
+                )
+        if self.architectures is not None:
+            if not self.architectures:
+                raise ValueError("architectures: empty; list at least one architecture")
+            for name in self.params:
+                if name not in TRAINING_PARAMETERS:
+                    raise ValueError(
+                        f"params.{name}: shared parameters of a multi-architecture space are "
+                        f"{', '.join(TRAINING_PARAMETERS)}; put model parameters under "
+                        "architectures.<name>"
+                    )
+        for architecture in self.candidate_architectures:
+            _validate_branch(architecture, self._branch(architecture))
+        self._validate_book()
+        return self
+
+    def _validate_book(self) -> None:
+        architecture = self.book.architecture or self.architecture
+        if architecture is None:
+            raise ValueError("book.architecture: missing (required in a multi-architecture space)")
+        if architecture not in self.candidate_architectures:
+            raise ValueError(
+                f"book.architecture: {architecture!r} is not in this space "
+                f"({', '.join(self.candidate_architectures)})"
+            )
+        branch = self._branch(architecture)
+        by_name = {entry.name: entry for entry in branch.values()}
+        for name, value in self.book.params.items():
+            if name not in by_name:
+                raise ValueError(
+                    f"book.params.{name}: not a parameter of this space's {architecture} "
+                    f"(it has: {', '.join(sorted(by_name))})"
+                )
+            entry = by_name[name]
+            if entry.constant and not entry.contains(value):
+                raise ValueError(
+                    f"book.params.{name}: {_show(value)} differs from the constant "
+                    f"{entry.where} = {_show(entry.spec)}"
+                )
+        for entry in branch.values():
+            if entry.constant:
+                continue
+            value = self._book_value(architecture, entry.name)
+            if not entry.contains(value):
+                origin = "" if entry.name in self.book.params else " (the default)"
+                raise ValueError(
+                    f"book.params.{entry.name}: {_show(value)}{origin} is outside "
+                    f"{entry.where} = {entry.spec}"
+                )
+        values = {
+            entry.name: self._book_value(architecture, entry.name) for entry in branch.values()
+        }
+        problem = _combination_problem(architecture, values)
+        if problem:
+            raise ValueError(f"book.params: {problem}")
+
+    def _book_value(self, architecture: str, name: str) -> Any:
+        entry = next(e for e in self._branch(architecture).values() if e.name == name)
+        if entry.constant:
+            return entry.spec
+        if name in self.book.params:
+            value = self.book.params[name]
+        elif name in BOOK_PROTOCOL:
+            value = BOOK_PROTOCOL[name]
+        else:
+            value = models.builder_defaults(architecture)[name]
+        return entry.spec.normalize(value) if entry.spec.contains(value) else value
+
+    # ------------------------------------------------------------------ structure
+
+    @property
+    def candidate_architectures(self) -> tuple[str, ...]:
+        """The architectures this space can build (one, or the categorical's choices)."""
+        if self.architectures is not None:
+            return tuple(self.architectures)
+        return (self.architecture,) if self.architecture is not None else ()
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the architecture itself is searched (parameters conditional on it)."""
+        return self.architectures is not None
+
+    def _branch(self, architecture: str) -> dict[str, _Entry]:
+        """The parameters of one architecture, keyed by Optuna name."""
+        entries = {
+            name: _Entry(name, name, f"params.{name}", spec) for name, spec in self.params.items()
+        }
+        if self.architectures is not None:
+            for name, spec in self.architectures[architecture].items():
+                entries.pop(name, None)  # an architecture's own setting overrides a shared one
+                optuna_name = f"{architecture}.{name}"
+                entries[optuna_name] = _Entry(
+                    name, optuna_name, f"architectures.{architecture}.{name}", spec
+                )
+        return entries
+
+    def _sampled(self) -> Iterator[tuple[str, _Entry, str]]:
+        """(optuna_name, entry, architecture) of every sampled parameter, each name once."""
+        seen: set[str] = set()
+        for architecture in self.candidate_architectures:
+            for optuna_name, entry in self._branch(architecture).items():
+                if not entry.constant and optuna_name not in seen:
+                    seen.add(optuna_name)
+                    yield optuna_name, entry, architecture
+
+    def _users(self, optuna_name: str) -> list[str]:
+        return [a for a in self.candidate_architectures if optuna_name in self._branch(a)]
+
+    def _label(self) -> str:
+        return str(self.path) if self.path is not None else f"space {self.name!r}"
+
+    # ------------------------------------------------------------------ Optuna
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample one configuration with ``trial.suggest_*``; returns Optuna name -> value."""
+        params: dict[str, Any] = {}
+        if self.architectures is not None:
+            architecture = trial.suggest_categorical("architecture", list(self.architectures))
+            params["architecture"] = architecture
+        else:
+            architecture = self.architecture
+        assert architecture is not None
+        for optuna_name, entry in self._branch(architecture).items():
+            if entry.constant:
+                continue
+            spec = entry.spec
+            if isinstance(spec, IntParam):
+                value = trial.suggest_int(
+                    optuna_name, spec.low, spec.high, step=spec.step, log=spec.log
+                )
+            elif isinstance(spec, FloatParam):
+                value = trial.suggest_float(
+                    optuna_name, spec.low, spec.high, step=spec.step, log=spec.log
+                )
+            else:
+                value = trial.suggest_categorical(optuna_name, spec.choices)
+            params[optuna_name] = value
+        return params
+
+    def book_params(self) -> dict[str, Any]:
+        """The book configuration as ``suggest()`` would return it, for ``study.enqueue_trial``."""
+        architecture = self.book.architecture or self.architecture
+        assert architecture is not None
+        params: dict[str, Any] = {}
+        if self.architectures is not None:
+            params["architecture"] = architecture
+        for optuna_name, entry in self._branch(architecture).items():
+            if not entry.constant:
+                params[optuna_name] = self._book_value(architecture, entry.name)
+        return params
+
+    def optuna_distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Every sampled parameter (conditional ones under their Optuna names) as a distribution."""
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
+        distributions: dict[str, Any] = {}
+        if self.architectures is not None:
+            distributions["architecture"] = CategoricalDistribution(list(self.architectures))
+        for optuna_name, entry, _ in self._sampled():
+            spec = entry.spec
+            if isinstance(spec, IntParam):
+                distributions[optuna_name] = IntDistribution(
+                    spec.low, spec.high, log=spec.log, step=spec.step
+                )
+            elif isinstance(spec, FloatParam):
+                distributions[optuna_name] = FloatDistribution(
+                    spec.low, spec.high, log=spec.log, step=spec.step
+                )
+            else:
+                distributions[optuna_name] = CategoricalDistribution(spec.choices)
+        return distributions
+
+    # ------------------------------------------------------------------ keras-tuner
+
+    def keras_tuner_hyperparameters(self) -> keras_tuner.HyperParameters:
+        """The same space as keras-tuner ``HyperParameters``; defaults are the book configuration.
+
+        In a multi-architecture space, each architecture's parameters live in a
+        ``conditional_scope`` on ``architecture``.
+        """
+        import keras_tuner
+
+        hp = keras_tuner.HyperParameters()
+        book = self.book_params()
+        if self.architectures is not None:
+            hp.Choice("architecture", list(self.architectures), default=book.get("architecture"))
+        for optuna_name, entry, _ in self._sampled():
+            users = self._users(optuna_name)
+            if self.architectures is not None and len(users) < len(self.architectures):
+                with hp.conditional_scope("architecture", users):
+                    _register(hp, optuna_name, entry.spec, book.get(optuna_name))
+            else:
+                _register(hp, optuna_name, entry.spec, book.get(optuna_name))
+        return hp
+
+    # ------------------------------------------------------------------ resolution
+
+    def resolve(self, params: dict[str, Any]) -> TrialConfig:
+        """One explicit configuration from sampled values (Optuna params or keras-tuner values).
+
+        Names of other architectures' parameters (inactive conditionals) are ignored; a missing
+        or out-of-range value raises SpaceError.
+        """
+        label = self._label()
+        if self.architectures is not None:
+            architecture = params.get("architecture")
+            if architecture not in self.architectures:
+                raise SpaceError(
+                    f"{label}: architecture: {architecture!r} is not one of "
+                    f"{', '.join(self.architectures)}"
+                )
+        else:
+            architecture = self.architecture
+        assert architecture is not None
+        known = {"architecture"} | {name for name, _, _ in self._sampled()}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise SpaceError(f"{label}: {', '.join(unknown)}: not a parameter of this space")
+        values: dict[str, Any] = {}
+        for optuna_name, entry in self._branch(architecture).items():
+            if entry.constant:
+                values[entry.name] = entry.spec
+                continue
+            if optuna_name not in params:
+                raise SpaceError(f"{label}: {optuna_name}: missing a value")
+            value = params[optuna_name]
+            if not entry.contains(value):
+                raise SpaceError(f"{label}: {optuna_name}: {_show(value)} is outside {entry.spec}")
+            values[entry.name] = entry.spec.normalize(value)
+        problem = _combination_problem(architecture, values)
+        if problem:
+            raise SpaceError(f"{label}: {problem}")
+        model_kwargs = models.builder_defaults(architecture)
+        model_kwargs.update({k: v for k, v in values.items() if k not in TRAINING_PARAMETERS})
+        return TrialConfig(
+            architecture=architecture,
+            model_kwargs=model_kwargs,
+            lookback_hours=values["lookback_hours"],
+            sampling_rate=values["sampling_rate"],
+            learning_rate=float(values["learning_rate"]),
+            batch_size=values["batch_size"],
+            epochs=self.fixed.epochs,
+            optimizer=self.fixed.optimizer,
+            loss=self.fixed.loss,
+            patience=self.fixed.patience,
+            horizon_hours=self.fixed.horizon_hours,
+            target_steps=self.fixed.target_steps,
+        )
+
+    # ------------------------------------------------------------------ text
+
+    def describe(self) -> str:
+        """Multi-line text for ``search spaces NAME``: parameters, fixed settings, book config."""
+        lines = [f"{self.name}: {self.description.strip()}"]
+        if self.path is not None:
+            lines.append(f"file: {self.path}")
+        if self.architectures is not None:
+            lines.append(
+                "architecture: categorical {" + ", ".join(self.architectures) + "}"
+                " (each architecture's parameters apply only to it)"
+            )
+        else:
+            lines.append(f"architecture: {self.architecture}")
+        sampled = list(self._sampled())
+        width = max([len(name) for name, _, _ in sampled] + [len("architecture"), 12])
+        lines.append("searched parameters (Optuna name: distribution):")
+        for optuna_name, entry, _ in sampled:
+            note = ""
+            if self.architectures is not None and "." not in optuna_name:
+                skipped = [a for a in self.architectures if a not in self._users(optuna_name)]
+                note = f"  (not for {', '.join(skipped)})" if skipped else ""
+            lines.append(f"  {optuna_name:<{width}}  {entry.spec}{note}")
+        if not sampled:
+            lines.append("  (none)")
+        constants = [
+            (optuna_name, entry)
+            for a in self.candidate_architectures
+            for optuna_name, entry in self._branch(a).items()
+            if entry.constant
+        ]
+        if constants:
+            lines.append("constants:")
+            shown: set[str] = set()
+            for optuna_name, entry in constants:
+                if optuna_name not in shown:
+                    shown.add(optuna_name)
+                    lines.append(f"  {optuna_name:<{width}}  = {_show(entry.spec)}")
+        fixed = self.fixed
+        lines.append(
+            f"fixed: epochs={fixed.epochs} optimizer={fixed.optimizer} loss={fixed.loss} "
+            f"patience={fixed.patience} horizon_hours={fixed.horizon_hours:g} "
+            f"target_steps={fixed.target_steps}"
+        )
+        source = f" ({self.book.source})" if self.book.source else ""
+        lines.append(f"book configuration{source}, enqueued as trial 0:")
+        config = self.resolve(self.book_params())
+        items = {
+            "architecture": config.architecture,
+            **config.model_kwargs,
+            "lookback_hours": config.lookback_hours,
+            "sampling_rate": config.sampling_rate,
+            "learning_rate": config.learning_rate,
+            "batch_size": config.batch_size,
+        }
+        lines.append("  " + " ".join(f"{k}={_show(v)}" for k, v in items.items()))
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One explicit trial configuration: what to build, how to window the data, how to train."""
+
+    architecture: str
+    model_kwargs: dict[str, Any]
+    lookback_hours: float
+    sampling_rate: int
+    learning_rate: float
+    batch_size: int
+    epochs: int
+    optimizer: str
+    loss: str
+    patience: int
+    horizon_hours: float
+    target_steps: int
+
+    @property
+    def sequence_length(self) -> int:
+        """Time steps per window: lookback_hours * 6 rows, one step every sampling_rate rows."""
+        return round(self.lookback_hours * ROWS_PER_HOUR) // self.sampling_rate
+
+    @property
+    def delay(self) -> int:
+        """Rows from a window's first row to its target (ARCHITECTURES.md's formula)."""
+        return (self.sequence_length - 1) * self.sampling_rate + round(
+            self.horizon_hours * ROWS_PER_HOUR
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat name -> value (model arguments under their plain names), for MLflow params."""
+        flat: dict[str, Any] = {
+            "architecture": self.architecture,
+            "lookback_hours": self.lookback_hours,
+            "sampling_rate": self.sampling_rate,
+            "sequence_length": self.sequence_length,
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "optimizer": self.optimizer,
+            "loss": self.loss,
+            "patience": self.patience,
+            "horizon_hours": self.horizon_hours,
+            "target_steps": self.target_steps,
+        }
+        flat.update(self.model_kwargs)
+        return flat
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _is_whole(x: float) -> bool:
+    return math.isclose(x, round(x), rel_tol=0, abs_tol=1e-9)
+
+
+def _same(value: Any, reference: Any) -> bool:
+    """Equal as a space means it: numbers by value, but booleans and strings only to their kind."""
+    numbers = (int, float)
+    if isinstance(reference, numbers) and not isinstance(reference, bool):
+        return isinstance(value, numbers) and not isinstance(value, bool) and value == reference
+    return type(value) is type(reference) and value == reference
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _expected_type(architecture: str, name: str) -> Any:
+    if name in ("lookback_hours", "learning_rate"):
+        return float
+    if name in ("sampling_rate", "batch_size"):
+        return int
+    return models.builder_annotations(architecture)[name]
+
+
+def _type_problem(expected: Any, value: Any) -> str | None:
+    if get_origin(expected) is Literal:
+        allowed = get_args(expected)
+        return (
+            None
+            if value in allowed and isinstance(value, str)
+            else (f"{value!r} is not one of {', '.join(map(repr, allowed))}")
+        )
+    if expected is bool:
+        return None if isinstance(value, bool) else f"takes true/false, got {value!r}"
+    if expected is int:
+        return (
+            None
+            if isinstance(value, int) and not isinstance(value, bool)
+            else (f"takes an integer, got {value!r}")
+        )
+    if expected is float:
+        return (
+            None
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            else (f"takes a number, got {value!r}")
+        )
+    return None
+
+
+_RANGES: dict[str, tuple[Any, str]] = {
+    "units": (lambda v: v >= 1, ">= 1"),
+    "layers": (lambda v: v >= 1, ">= 1"),
+    "conv_layers": (lambda v: v >= 1, ">= 1"),
+    "filters": (lambda v: v >= 1, ">= 1"),
+    "kernel_size": (lambda v: v >= 1, ">= 1"),
+    "pool_size": (lambda v: v >= 1, ">= 1"),
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "recurrent_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "head_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "lookback_hours": (lambda v: v > 0, "> 0"),
+    "sampling_rate": (lambda v: v >= 1, ">= 1"),
+    "learning_rate": (lambda v: v > 0, "> 0"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def _validate_branch(architecture: str, branch: dict[str, _Entry]) -> None:
+    """Names, types, ranges and combinations of one architecture's parameters."""
+    accepted = models.builder_parameters(architecture)
+    by_name: dict[str, _Entry] = {}
+    for entry in branch.values():
+        if entry.name not in accepted and entry.name not in TRAINING_PARAMETERS:
+            raise ValueError(
+                f"{entry.where}: architecture {architecture!r} does not take {entry.name!r} "
+                f"(it takes: {', '.join(sorted(accepted | set(TRAINING_PARAMETERS)))})"
+            )
+        expected = _expected_type(architecture, entry.name)
+        for value in entry.extremes():
+            problem = _type_problem(expected, value)
+            if problem:
+                raise ValueError(f"{entry.where}: {entry.name} {problem}")
+            check, wanted = _RANGES.get(entry.name, (lambda v: True, ""))
+            if not check(value):
+                raise ValueError(
+                    f"{entry.where}: {entry.name} must be {wanted}, got {_show(value)}"
+                )
+        if not entry.constant and isinstance(entry.spec, FloatParam) and expected is int:
+            raise ValueError(f"{entry.where}: {entry.name} takes integers; use an int distribution")
+        by_name[entry.name] = entry
+    for name in TRAINING_PARAMETERS:
+        if name not in by_name:
+            raise ValueError(
+                f"params.{name}: missing for {architecture} (every space sets "
+                f"{', '.join(TRAINING_PARAMETERS)}, sampled or constant)"
+            )
+    _validate_windows(architecture, by_name)
+
+
+def _validate_windows(architecture: str, by_name: dict[str, _Entry]) -> None:
+    """Every reachable lookback/sampling-rate pair gives whole rows and fits the conv stack."""
+    lookback, rate = by_name["lookback_hours"], by_name["sampling_rate"]
+    lookbacks, rates = lookback.values(), rate.values()
+    if lookbacks is None:
+        raise ValueError(
+            f"{lookback.where}: a continuous float cannot guarantee whole 10-minute rows; "
+            "use int, categorical, or a float with a step"
+        )
+    assert rates is not None  # sampling_rate is an int parameter
+    if len(lookbacks) * len(rates) > _MAX_COMBINATIONS:
+        raise ValueError(f"{lookback.where}: too many lookback/sampling_rate combinations to check")
+    shortest: int | None = None
+    for hours, step in itertools.product(lookbacks, rates):
+        rows = hours * ROWS_PER_HOUR
+        if not _is_whole(rows):
+            raise ValueError(
+                f"{lookback.where}: {_show(hours)} h is not a whole number of 10-minute rows"
+            )
+        if round(rows) % step:
+            raise ValueError(
+                f"{rate.where}: sampling_rate {step} does not divide the lookback "
+                f"({_show(hours)} h = {round(rows)} rows)"
+            )
+        steps = round(rows) // step
+        shortest = steps if shortest is None else min(shortest, steps)
+    conv = _conv_arguments(architecture)
+    if conv is None or shortest is None:
+        return
+    defaults = models.builder_defaults(architecture)
+    worst: dict[str, Any] = {}
+    for key, parameter in conv.items():  # the output length is monotone in each argument
+        entry = by_name.get(parameter)
+        values = entry.extremes() if entry is not None else [defaults[parameter]]
+        worst[key] = all(values) if key == "halve_kernel" else max(values)
+    left = models.conv_output_length(shortest, **worst)
+    if left < 1:
+        settings = ", ".join(f"{k}={_show(v)}" for k, v in worst.items())
+        raise ValueError(
+            f"{lookback.where}: the shortest window ({shortest} steps) is too short for the "
+            f"conv stack at {settings}; lengthen the lookback or shrink the stack's ranges"
+        )
+
+
+def _conv_arguments(architecture: str) -> dict[str, str] | None:
+    """conv_output_length argument -> builder parameter, for architectures with a conv stack."""
+    if architecture == "conv1d":
+        return {
+            "kernel_size": "kernel_size",
+            "layers": "layers",
+            "pool_size": "pool_size",
+            "halve_kernel": "halve_kernel",
+        }
+    if architecture == "conv_gru":
+        return {"kernel_size": "kernel_size", "layers": "conv_layers", "pool_size": "pool_size"}
+    return None
+
+
+def _combination_problem(architecture: str, values: dict[str, Any]) -> str | None:
+    """Why one concrete configuration cannot be windowed or built, or None."""
+    hours, step = values["lookback_hours"], values["sampling_rate"]
+    rows = hours * ROWS_PER_HOUR
+    if not _is_whole(rows):
+        return f"lookback_hours: {_show(hours)} h is not a whole number of 10-minute rows"
+    if round(rows) % step:
+        return f"sampling_rate: {step} does not divide the lookback ({_show(hours)} h = {round(rows)} rows)"
+    conv = _conv_arguments(architecture)
+    if conv is None:
+        return None
+    defaults = models.builder_defaults(architecture)
+    arguments = {key: values.get(parameter, defaults[parameter]) for key, parameter in conv.items()}
+    steps = round(rows) // step
+    if models.conv_output_length(steps, **arguments) < 1:
+        return f"lookback_hours: a window of {steps} steps is too short for the conv stack"
+    return None
+
+
+def _register(hp: Any, name: str, spec: Any, default: Any) -> None:
+    if isinstance(spec, IntParam):
+        hp.Int(
+            name,
+            spec.low,
+            spec.high,
+            step=None if spec.log else spec.step,
+            sampling="log" if spec.log else "linear",
+            default=default,
+        )
+    elif isinstance(spec, FloatParam):
+        hp.Float(
+            name,
+            spec.low,
+            spec.high,
+            step=spec.step,
+            sampling="log" if spec.log else "linear",
+            default=default,
+        )
+    elif isinstance(spec.choices[0], bool):  # Choice would turn booleans into 0/1
+        if len(spec.choices) == 2:
+            hp.Boolean(name, default=bool(default) if default is not None else spec.choices[0])
+        else:
+            hp.Fixed(name, spec.choices[0])
+    else:
+        hp.Choice(name, list(spec.choices), default=default)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+_UNION_TAGS = {"int", "float", "categorical", "constant"}
+
+
+def _format_errors(error: ValidationError) -> str:
+    messages: list[str] = []
+    for item in error.errors():
+        parts = [
+            str(p)
+            for p in item["loc"]
+            if str(p) not in _UNION_TAGS and not str(p).startswith("function-")
+        ]
+        message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if item["type"] == "missing":
+            message = "missing (required)"
+        elif item["type"] == "extra_forbidden":
+            message = "unknown key"
+        text = f"{'.'.join(parts)}: {message}" if parts else message
+        if text not in messages:
+            messages.append(text.replace("\n", " "))
+    shown = "; ".join(messages[:3])
+    if len(messages) > 3:
+        shown += f" (and {len(messages) - 3} more)"
+    return shown
+
+
+def parse_space(data: Any, path: Path | None = None) -> Space:
+    """Validate an already-parsed space (a mapping) into a Space; errors raise SpaceError."""
+    label = str(path) if path is not None else "space"
+    if not isinstance(data, dict):
+        raise SpaceError(
+            f"{label}: expected a mapping of keys (name, description, ...), "
+            f"got {type(data).__name__}"
+        )
+    data = dict(data)
+    if path is not None:
+        data.setdefault("name", path.stem)
+        data["path"] = path
+    try:
+        return Space.model_validate(data)
+    except ValidationError as error:
+        raise SpaceError(f"{label}: {_format_errors(error)}") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SpaceError(f"{path}: cannot read the space file ({error.strerror})") from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SpaceError(f"{path}: malformed YAML{where}: {problem}") from None
+
+
+def _shipped() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(spaces_dir().glob("*.yaml"))}
+
+
+def load_space(name_or_path: str | Path) -> Space:
+    """Load and validate a shipped space by name (``"lstm"``) or a space file by path."""
+    text = str(name_or_path)
+    is_path = isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or "/" in text
+    if is_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise SpaceError(f"{path}: no such space file")
+    else:
+        shipped = _shipped()
+        if text not in shipped:
+            raise SpaceError(
+                f"unknown space {text!r}; available: {', '.join(shipped) or '(none)'} "
+                "(or give the path of a YAML file)"
+            )
+        path = shipped[text]
+    return parse_space(_read_yaml(path), path)
+
+
+def list_spaces() -> list[Space]:
+    """Every shipped space, sorted by name."""
+    return [load_space(path) for path in _shipped().values()]

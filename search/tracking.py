@@ -1,0 +1,209 @@
+"""The MLflow side of a study: one experiment per study, one parent run, one child run per trial.
+
+Everything goes through `mlflow.MlflowClient` with explicit run ids (no fluent global state), so
+several trials or workers never mix their runs. `check_tracking_uri` imports nothing heavy and
+answers in about a second when a tracking server is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from search.errors import TrackingError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+ROLE_TAG = "search.role"
+STUDY_TAG = "search.study"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """The flag, else ``$MLFLOW_TRACKING_URI``, else MLflow's local default ``sqlite:///mlflow.db``
+    in the working directory (made absolute so later commands find it from anywhere)."""
+    uri = uri or os.environ.get(TRACKING_ENV) or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).expanduser().resolve())
+    if "://" not in uri and not uri.startswith("databricks"):
+        # A bare path: MLflow's (deprecated) file store. Keep it working, absolute.
+        return str(Path(uri).expanduser().resolve())
+    return uri
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """One-line `TrackingError` if an HTTP tracking server does not answer its health check, or a
+    local store's folder does not exist."""
+    if uri.startswith(("http://", "https://")):
+        health = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(health, timeout=timeout) as response:  # noqa: S310
+                if response.status != 200:
+                    raise TrackingError(
+                        f"MLflow tracking server {uri} answered {response.status} on /health"
+                    )
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(f"MLflow tracking server {uri} is unreachable: {reason}") from None
+        return
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///") :]).parent
+        if not folder.is_dir():
+            raise TrackingError(f"tracking URI {uri!r}: folder {str(folder)!r} does not exist")
+        return
+    scheme = uri.split("://", 1)[0] if "://" in uri else "file"
+    if scheme not in ("file", "postgresql", "mysql", "mssql", "databricks", "sqlite"):
+        raise TrackingError(
+            f"tracking URI {uri!r}: unknown scheme {scheme!r}; expected http(s)://HOST:PORT, "
+            "sqlite:///FILE.db or a folder"
+        )
+
+
+def ui_command(uri: str) -> str:
+    """The exact command (or address) that shows these results in the MLflow UI."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def _stringify(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]
+
+
+class StudyTracker:
+    """Logs one study to MLflow: the parent run and a child run per trial."""
+
+    def __init__(self, tracking_uri: str, study_name: str) -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.study_name = study_name
+        self.client: MlflowClient = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id = self._experiment(study_name)
+        self.parent_run_id: str | None = None
+
+    # -- experiment and parent run -------------------------------------------------------------
+    def _experiment(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is not None:
+                if experiment.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(experiment.experiment_id)
+                return experiment.experiment_id
+            return self.client.create_experiment(name)
+        except MlflowException as exc:
+            if "already exists" in str(exc):  # another worker created it a moment ago
+                experiment = self.client.get_experiment_by_name(name)
+                if experiment is not None:
+                    return experiment.experiment_id
+            raise TrackingError(f"MLflow refused experiment {name!r}: {exc.message}") from None
+
+    def create_parent_run(self, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """Create the study's parent run and return its id."""
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=self.study_name,
+            tags={ROLE_TAG: "study", STUDY_TAG: self.study_name, **tags},
+        )
+        self.parent_run_id = run.info.run_id
+        self.log_params(self.parent_run_id, params)
+        return self.parent_run_id
+
+    def attach_parent_run(self, run_id: str) -> None:
+        """Continue logging to an existing parent run (a resumed study or a joining worker)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+        except MlflowException:
+            raise TrackingError(
+                f"the study's parent run {run_id} is not in the tracking store {self.tracking_uri}; "
+                "use the tracking URI the study was started with (--tracking-uri)"
+            ) from None
+        self.parent_run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+
+    def finish_parent_run(self, status: str = "FINISHED") -> None:
+        if self.parent_run_id:
+            self.client.set_terminated(self.parent_run_id, status=status)
+
+    # -- logging helpers ---------------------------------------------------------------------
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), _stringify(v)) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start : start + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(str(k), float(v), now, step)
+            for k, v in metrics.items()
+            if v is not None and v == v  # skip NaN
+        ]
+        if items:
+            self.client.log_batch(run_id, metrics=items)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(str(k), _stringify(v)) for k, v in tags.items()])
+
+    def log_dict(self, run_id: str, payload: Any, artifact_file: str) -> None:
+        self.client.log_dict(run_id, payload, artifact_file)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
+        self.client.log_figure(run_id, figure, artifact_file)
+
+    def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    # -- trial runs ----------------------------------------------------------------------------
+    def create_trial_run(self, number: int, tags: Mapping[str, str]) -> str:
+        """A child run named ``trial-<number>`` nested under the parent run."""
+        if self.parent_run_id is None:
+            raise RuntimeError("create or attach the parent run first")
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{number}",
+            tags={
+                "mlflow.parentRunId": self.parent_run_id,
+                ROLE_TAG: "trial",
+                STUDY_TAG: self.study_name,
+                "search.trial_number": str(number),
+                "search.state": "RUNNING",
+                **tags,
+            },
+        )
+        return run.info.run_id
+
+    def end_trial_run(self, run_id: str, state: str, reason: str | None = None) -> None:
+        tags = {"search.state": state}
+        if reason:
+            tags["search.fail_reason"] = reason
+        self.set_tags(run_id, tags)
+        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}.get(state, "FAILED")
+        self.client.set_terminated(run_id, status=status)
+
+    def download(self, run_id: str, artifact_path: str) -> Path:
+        """Download one artifact of a run into a fresh temporary folder and return its path."""
+        target = Path(tempfile.mkdtemp(prefix="search-artifact-"))
+        return Path(self.client.download_artifacts(run_id, artifact_path, str(target)))

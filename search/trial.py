@@ -1,0 +1,272 @@
+"""One trial, on one screen: sample -> windows -> model -> fit -> log.
+
+`TrialRunner` is the Optuna objective. Each trial is seeded, logs every epoch to its MLflow child
+run as it happens, reports val MAE to Optuna for pruning, keeps the best epoch's weights and frees
+Keras' memory afterwards. Any exception becomes a FAIL with its reason; the study goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import io
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import keras
+import numpy as np
+import optuna
+
+from search.models import build_model
+from search.windows import Prepared, WindowSpec, baseline_mae, make_windows
+
+if TYPE_CHECKING:
+    from search.spaces import Space, TrialConfig
+    from search.tracking import StudyTracker
+
+
+class TrialFailed(Exception):
+    """A trial could not produce a usable model (NaN loss, a builder error...)."""
+
+
+def backend_and_device() -> tuple[str, str]:
+    """The Keras backend and the device it computes on (e.g. ``cpu:0``, ``cuda:0``)."""
+    backend = keras.backend.backend()
+    try:
+        devices = keras.distribution.list_devices()
+    except Exception:  # some backends raise without accelerators
+        devices = ["cpu:0"]
+    accelerators = [d for d in devices if not d.lower().startswith("cpu")]
+    return backend, (accelerators[0] if accelerators else devices[0] if devices else "cpu:0").lower()
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    classes = {
+        "rmsprop": keras.optimizers.RMSprop,
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+        "nadam": keras.optimizers.Nadam,
+    }
+    try:
+        return classes[name.lower()](learning_rate=learning_rate)
+    except KeyError:
+        raise TrialFailed(f"unknown optimizer {name!r}; expected one of {sorted(classes)}") from None
+
+
+class EpochHook(keras.callbacks.Callback):
+    """Per epoch: log to MLflow, keep the best weights, report to Optuna (prune), show progress.
+
+    Works on every Keras backend: it only reads ``logs`` and the model's weights.
+    """
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        on_epoch: Callable[[int, dict[str, float]], None],
+        monitor: str = "val_mae",
+        patience: int = 3,
+    ) -> None:
+        super().__init__()
+        self.trial = trial
+        self.on_epoch = on_epoch
+        self.monitor = monitor
+        self.patience = patience
+        self.best = math.inf
+        self.best_epoch = -1
+        self.best_weights: list[np.ndarray] | None = None
+        self.pruned = False
+        self.nan_epoch: int | None = None
+        self.history: list[dict[str, float]] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        self.history.append({"epoch": epoch, **logs})
+        self.on_epoch(epoch, logs)
+        value = logs.get(self.monitor, math.nan)
+        if not math.isfinite(value) or not math.isfinite(logs.get("loss", 0.0)):
+            self.nan_epoch = epoch
+            self.model.stop_training = True
+            return
+        if value < self.best:
+            self.best, self.best_epoch = value, epoch
+            self.best_weights = self.model.get_weights()
+        elif epoch - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+        self.trial.report(value, epoch)
+        if self.trial.should_prune():
+            self.pruned = True
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+@dataclass
+class TrialRunner:
+    """The Optuna objective of a study: call it with a trial, get the best val MAE in degC."""
+
+    space: Space
+    prepared: Prepared
+    steps_per_hour: float
+    tracker: StudyTracker
+    seed: int
+    epochs: int | None = None
+    verbose: bool = False
+    trials_planned: int | None = None
+    print_fn: Callable[[str], None] = print
+    fixed_params: dict[str, Any] = field(default_factory=dict)
+    _done: int = 0
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self._done += 1
+        backend, device = backend_and_device()
+        params = self.space.suggest(trial)
+        config = self.space.resolve(params)
+        if self.epochs is not None:
+            config = replace(config, epochs=self.epochs)
+        run_id = self.tracker.create_trial_run(
+            trial.number,
+            tags={
+                "search.architecture": config.architecture,
+                "search.backend": backend,
+                "search.device": device,
+                "optuna.trial_number": str(trial.number),
+            },
+        )
+        trial.set_user_attr("mlflow_run_id", run_id)
+        self.tracker.log_params(run_id, {**config.as_dict(), **self.fixed_params})
+        counter = f"{self._done}/{self.trials_planned}" if self.trials_planned else f"{self._done}"
+        self.print_fn(f"trial {trial.number} ({counter}): {_short(config)}")
+        try:
+            value = self._train(trial, config, run_id)
+        except optuna.TrialPruned:
+            self.tracker.end_trial_run(run_id, "PRUNED")
+            trial.set_user_attr("state_reason", "pruned")
+            self.print_fn(f"trial {trial.number}: pruned")
+            raise
+        except Exception as exc:  # a failing trial never stops the study
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            trial.set_user_attr("fail_reason", reason)
+            self.tracker.end_trial_run(run_id, "FAIL", reason)
+            self.print_fn(f"trial {trial.number}: FAILED ({reason})")
+            raise
+        finally:
+            keras.backend.clear_session()
+            gc.collect()
+        self.tracker.end_trial_run(run_id, "COMPLETE")
+        return value
+
+    def _train(self, trial: optuna.Trial, config: TrialConfig, run_id: str) -> float:
+        keras.utils.set_random_seed(self.seed + trial.number)
+        spec = WindowSpec(
+            lookback_hours=config.lookback_hours,
+            sampling_rate=config.sampling_rate,
+            horizon_hours=config.horizon_hours,
+            target_steps=config.target_steps,
+            steps_per_hour=self.steps_per_hour,
+        )
+        spec.validate()
+        train = make_windows(
+            self.prepared, spec, "train", config.batch_size, shuffle=True, seed=self.seed + trial.number
+        )
+        val = make_windows(self.prepared, spec, "val", config.batch_size)
+        baseline = baseline_mae(self.prepared, spec, "val")
+        model = build_model(
+            config.architecture,
+            (spec.sequence_length, self.prepared.data.shape[1]),
+            target_steps=config.target_steps,
+            **config.model_kwargs,
+        )
+        model.compile(
+            optimizer=make_optimizer(config.optimizer, config.learning_rate),
+            loss=config.loss,
+            metrics=["mae"],
+        )
+        param_count = int(model.count_params())
+        self.tracker.log_metrics(run_id, {"baseline_mae": baseline, "param_count": param_count})
+
+        def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+            self.tracker.log_metrics(run_id, logs, step=epoch)
+            best = min([h.get("val_mae", math.inf) for h in hook.history])
+            self.print_fn(
+                f"  trial {trial.number} epoch {epoch + 1}/{config.epochs}: "
+                f"loss {logs.get('loss', math.nan):.4f}  val_mae {logs.get('val_mae', math.nan):.3f} degC"
+                f"  (trial best {best:.3f}, baseline {baseline:.3f})"
+            )
+
+        hook = EpochHook(trial, on_epoch, patience=config.patience)
+        started = time.perf_counter()
+        model.fit(
+            train,
+            validation_data=val,
+            epochs=config.epochs,
+            verbose="auto" if self.verbose else 0,
+            callbacks=[hook],
+        )
+        train_seconds = time.perf_counter() - started
+        if hook.nan_epoch is not None:
+            raise TrialFailed(f"loss or val_mae became NaN at epoch {hook.nan_epoch + 1}")
+        if hook.best_weights is None:
+            raise TrialFailed("no epoch produced a finite val_mae")
+        best = hook.best
+        skill = 1.0 - best / baseline if baseline > 0 else math.nan
+        summary = {
+            "best_val_mae": best,
+            "best_epoch": hook.best_epoch,
+            "skill": skill,
+            "epochs_run": len(hook.history),
+            "train_seconds": train_seconds,
+        }
+        self.tracker.log_metrics(run_id, summary)
+        trial.set_user_attr("skill", skill)
+        trial.set_user_attr("baseline_mae", baseline)
+        trial.set_user_attr("epochs_run", len(hook.history))
+        trial.set_user_attr("train_seconds", round(train_seconds, 3))
+        trial.set_user_attr("param_count", param_count)
+        self._log_artifacts(run_id, model, hook.history, baseline)
+        if hook.pruned:
+            raise optuna.TrialPruned(f"pruned at epoch {len(hook.history)}")
+        return best
+
+    def _log_artifacts(
+        self, run_id: str, model: keras.Model, history: list[dict[str, float]], baseline: float
+    ) -> None:
+        from search.plots import learning_curve
+
+        keys = sorted({k for row in history for k in row if k != "epoch"})
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["epoch", *keys])
+        for row in history:
+            writer.writerow([int(row["epoch"]), *(row.get(k, "") for k in keys)])
+        self.tracker.log_text(run_id, buffer.getvalue(), "history.csv")
+        lines: list[str] = []
+        model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+        self.tracker.log_text(run_id, "\n".join(lines) + "\n", "model_summary.txt")
+        figure = learning_curve(history, baseline)
+        self.tracker.log_figure(run_id, figure, "learning_curve.png")
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+        with tempfile.TemporaryDirectory(prefix="search-model-") as folder:
+            path = Path(folder) / "model.keras"
+            model.save(path)
+            self.tracker.log_file(run_id, path, "model")
+
+
+def _short(config: TrialConfig) -> str:
+    model = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in sorted(config.model_kwargs.items())
+        if v not in (False, 0, 0.0, None) or k == "units"
+    )
+    return (
+        f"{config.architecture}({model}) lookback={config.lookback_hours:g}h "
+        f"rate={config.sampling_rate} lr={config.learning_rate:.2g} batch={config.batch_size}"
+    )

@@ -1,0 +1,1 @@
+"""Tests for `search`; `tests.servers` provides real PostgreSQL and MLflow server fixtures."""

@@ -1,0 +1,140 @@
+"""End to end through the CLI: a tiny study on a slice of the real data, checked through MLflow's
+client and Optuna's storage, then continued, listed, and its best model evaluated on test."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+
+from tests.cli_helpers import run_cli
+
+STUDY = "e2e"
+ROWS = "7000"  # the test split of the book config (5-day windows, 24 h ahead) needs > 6,300 rows
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def first_run(workdir: Path):
+    result = run_cli(
+        "run", "--space", "quick", "--study", STUDY, "--trials", "2", "--epochs", "2",
+        "--max-rows", ROWS, "--seed", "7", cwd=workdir,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _client(workdir: Path) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def _study(workdir: Path) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{workdir / 'search-studies.db'}")
+
+
+def _runs(client: mlflow.MlflowClient):
+    experiment = client.get_experiment_by_name(STUDY)
+    assert experiment is not None, "one experiment per study, named after it"
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("search.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("search.role") == "trial"]
+    return parents, children
+
+
+def test_terminal_output_is_clean_and_points_to_results(first_run) -> None:
+    out = first_run.stdout
+    assert "trial 0 (1/2)" in out and "trial 1 (2/2)" in out  # progress: trial i of N
+    assert "epoch 1/2" in out and "val_mae" in out
+    assert out.strip().splitlines()[-1].count("mlflow ui --backend-store-uri sqlite:///") == 1
+    noise = [line for line in first_run.stderr.splitlines() if line.strip()]
+    assert noise == [], f"stderr should be empty without --verbose: {noise[:5]}"
+
+
+def test_parent_and_child_runs(first_run, workdir: Path) -> None:
+    client = _client(workdir)
+    parents, children = _runs(client)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.run_name == STUDY
+    assert {"study", "storage", "space_file", "data"} <= set(parent.data.params)
+    assert "baseline_val_mae" in parent.data.metrics
+    assert parent.data.metrics["best_val_mae"] > 0
+    parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"data_report.json", "optimization_history.png"} <= parent_files
+
+    assert sorted(c.info.run_name for c in children) == ["trial-0", "trial-1"]
+    for child in children:
+        tags = child.data.tags
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["search.state"] in ("COMPLETE", "PRUNED")
+        for key in ("search.trial_number", "search.architecture", "search.backend", "search.device"):
+            assert tags.get(key), key
+        for key in ("best_val_mae", "baseline_mae", "skill", "epochs_run", "train_seconds", "param_count"):
+            assert key in child.data.metrics, key
+        history = client.get_metric_history(child.info.run_id, "val_mae")
+        assert [m.step for m in history] == list(range(int(child.data.metrics["epochs_run"])))
+        for key in ("loss", "mae", "val_loss"):
+            assert len(client.get_metric_history(child.info.run_id, key)) == len(history)
+        assert {"lookback_hours", "sampling_rate", "learning_rate", "epochs"} <= set(child.data.params)
+        files = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"learning_curve.png", "history.csv", "model_summary.txt", "model"} <= files
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "model")] == ["model/model.keras"]
+        text = client.download_artifacts(child.info.run_id, "history.csv", str(workdir / child.info.run_id))
+        rows = list(csv.DictReader(io.StringIO(Path(text).read_text())))
+        assert len(rows) == len(history)
+        assert float(rows[0]["val_mae"]) == pytest.approx(history[0].value, rel=1e-5)
+
+
+def test_optuna_records_link_to_mlflow(first_run, workdir: Path) -> None:
+    study = _study(workdir)
+    client = _client(workdir)
+    parents, children = _runs(client)
+    assert study.user_attrs["mlflow_parent_run_id"] == parents[0].info.run_id
+    by_id = {c.info.run_id: c for c in children}
+    for trial in study.trials:
+        run = by_id[trial.user_attrs["mlflow_run_id"]]
+        assert run.info.run_name == f"trial-{trial.number}"
+        if trial.value is not None:
+            assert run.data.metrics["best_val_mae"] == pytest.approx(trial.value)
+    from search.spaces import load_space
+
+    assert study.trials[0].params == load_space("quick").book_params()  # book config enqueued first
+
+
+def test_second_run_continues_the_study(first_run, workdir: Path) -> None:
+    result = run_cli("run", "--study", STUDY, "--trials", "1", "--epochs", "1", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "continuing study" in result.stdout
+    study = _study(workdir)
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    parents, children = _runs(_client(workdir))
+    assert len(parents) == 1
+    assert sorted(c.info.run_name for c in children) == ["trial-0", "trial-1", "trial-2"]
+
+    listing = run_cli("trials", STUDY, cwd=workdir)
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert lines[0].split()[:4] == ["trial", "state", "val", "MAE"]
+    assert len(lines) == 4
+    assert all(line.split()[1] in ("COMPLETE", "PRUNED", "FAIL") for line in lines[1:])
+
+    best = run_cli("best", STUDY, "--evaluate-test", cwd=workdir)
+    assert best.returncode == 0, best.stdout + best.stderr
+    assert "test MAE" in best.stdout
+    parent = _runs(_client(workdir))[0][0]
+    assert parent.data.metrics["test_mae"] > 0
+    assert parent.data.metrics["test_baseline_mae"] > 0
+
+
+def test_resuming_with_another_space_is_refused(first_run, workdir: Path) -> None:
+    result = run_cli("run", "--study", STUDY, "--space", "lstm", cwd=workdir)
+    assert result.returncode == 2
+    assert "--fresh" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,110 @@
+"""Study mechanics in-process: failing trials, storage forms, resume rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+
+from search.errors import SearchError, StorageError
+from search.storage import open_storage, resolve_storage_url
+from search.study import RunOptions, run_study
+
+
+def _options(tmp_path: Path, storage: str, **kw) -> RunOptions:
+    lines: list[str] = []
+    defaults = dict(
+        study="s",
+        storage=resolve_storage_url(storage),
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        space="quick",
+        max_rows=4000,
+        trials=2,
+        epochs=1,
+        seed=3,
+        print_fn=lines.append,
+    )
+    defaults.update(kw)
+    return RunOptions(**defaults)
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, monkeypatch) -> None:
+    import search.trial
+
+    real = search.trial.build_model
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ValueError("simulated out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search.trial, "build_model", flaky)
+    study = run_study(_options(tmp_path, f"sqlite:///{tmp_path / 'o.db'}"))
+    states = [t.state for t in study.trials]
+    assert states[0] == optuna.trial.TrialState.FAIL
+    assert "simulated out of memory" in study.trials[0].user_attrs["fail_reason"]
+    assert states[1] in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(study.trials[0].user_attrs["mlflow_run_id"])
+    assert run.data.tags["search.state"] == "FAIL"
+    assert "simulated out of memory" in run.data.tags["search.fail_reason"]
+    assert run.info.status == "FAILED"
+
+
+def test_journal_storage_runs_and_resumes(tmp_path: Path) -> None:
+    url = f"journal:///{tmp_path / 'study.log'}"
+    run_study(_options(tmp_path, url, trials=1))
+    study = run_study(_options(tmp_path, url, trials=1, space=None))  # resumed: space remembered
+    assert [t.number for t in study.trials] == [0, 1]
+    assert isinstance(open_storage(resolve_storage_url(url)), optuna.storages.JournalStorage)
+
+
+def test_fresh_starts_over_and_keeps_old_runs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    first = run_study(_options(tmp_path, url, trials=1))
+    old_parent = first.user_attrs["mlflow_parent_run_id"]
+    second = run_study(_options(tmp_path, url, trials=1, fresh=True))
+    assert [t.number for t in second.trials] == [0]
+    assert second.user_attrs["mlflow_parent_run_id"] != old_parent
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(old_parent).data.tags["search.superseded"] == "true"
+
+
+def test_resume_with_other_data_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    run_study(_options(tmp_path, url, trials=1))
+    other = tmp_path / "other.csv"
+    other.write_text("date,x\n")
+    with pytest.raises(SearchError, match="--fresh"):
+        run_study(_options(tmp_path, url, trials=1, data=str(other)))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///rel.db", "sqlite:////"),
+        ("journal:rel.log", "journal:///"),
+        ("postgresql://u:p@h:5432/db", "postgresql://u:p@h:5432/db"),
+    ],
+)
+def test_storage_urls_resolve(url: str, expected: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert resolve_storage_url(url).startswith(expected)
+
+
+def test_storage_env_var_and_default(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEARCH_STORAGE", raising=False)
+    assert resolve_storage_url(None) == f"sqlite:///{tmp_path / 'search-studies.db'}"
+    monkeypatch.setenv("SEARCH_STORAGE", "journal:///x/y.log")
+    assert resolve_storage_url(None) == "journal:///x/y.log"
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "ftp://x", "journal://host/x"])
+def test_bad_storage_urls(url: str) -> None:
+    with pytest.raises(StorageError):
+        resolve_storage_url(url)

@@ -1,0 +1,146 @@
+"""What a person sees: the MLflow UI of a real `mlflow server`, in headless Chromium.
+
+A small study is logged to the session's tracking server (through `search run` when the CLI is
+importable, else with the MLflow client in the same shape: an experiment named after the study,
+a parent run, nested `trial-<n>` runs with per-epoch metrics). Then the browser starts at the
+experiments list, opens the study, expands its parent run to show the trial runs, shows their
+metric charts, opens one trial's metric chart, and saves screenshots (into the test's tmp dir, and
+into $SEARCH_SCREENSHOT_DIR when that is set).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+REPO = Path(__file__).resolve().parent.parent
+TRIALS = 2
+EPOCHS = 2
+
+
+def _cli_available() -> bool:
+    try:
+        import search.cli  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _log_with_cli(study: str, storage: str, tracking_uri: str, workdir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "search", "run", "--space", "quick", "--study", study,
+               "--trials", str(TRIALS), "--epochs", str(EPOCHS), "--max-rows", "6000",
+               "--data", "jena-2020", "--storage", storage, "--tracking-uri", tracking_uri]
+    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True,
+                            timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def _log_with_client(study: str, tracking_uri: str) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = client.create_experiment(study)
+    parent = client.create_run(experiment_id, run_name=study,
+                               tags={"search.role": "study", "search.study": study})
+    for number in range(TRIALS):
+        child = client.create_run(
+            experiment_id, run_name=f"trial-{number}",
+            tags={"mlflow.parentRunId": parent.info.run_id, "search.trial_number": str(number),
+                  "search.state": "COMPLETE"},
+        )
+        for epoch in range(EPOCHS):
+            for name, value in (("loss", 1.0), ("mae", 0.9), ("val_loss", 1.1), ("val_mae", 1.0)):
+                client.log_metric(child.info.run_id, name, value / (epoch + 1 + number), step=epoch)
+        client.set_terminated(child.info.run_id)
+    client.set_terminated(parent.info.run_id)
+
+
+@pytest.fixture()
+def logged_study(postgres_server, mlflow_server, tmp_path) -> str:
+    study = f"ui-study-{uuid.uuid4().hex[:6]}"
+    if _cli_available():
+        storage = postgres_server.create_database(f"optuna_ui_{uuid.uuid4().hex[:8]}")
+        _log_with_cli(study, storage, mlflow_server, tmp_path)
+    else:
+        _log_with_client(study, mlflow_server)
+    return study
+
+
+def _save(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    page.screenshot(path=str(path))
+    if folder := os.environ.get("SEARCH_SCREENSHOT_DIR"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(folder) / name)
+    return path
+
+
+def test_mlflow_ui_shows_the_study_its_trials_and_a_metric_chart(
+    logged_study, mlflow_server, tmp_path
+):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found (install Debian's `chromium` package)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    expect = sync_api.expect
+    study = logged_study
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)
+
+            # The experiments list: the study is there under its own name.
+            page.goto(f"{mlflow_server}/#/experiments")
+            page.get_by_text("Model training", exact=True).click()  # MLflow 3 opens on GenAI
+            study_link = page.get_by_role("link", name=study, exact=True).first
+            expect(study_link).to_be_visible()
+            study_link.click()
+
+            # Its runs: one parent run named after the study; expanded, the trial runs.
+            assistant_close = page.get_by_role("button", name="Close", exact=True)
+            if assistant_close.count():
+                assistant_close.first.click()
+            expect(page.get_by_text("matching runs")).to_be_visible()
+            parent_cell = page.locator(
+                "[role=gridcell]", has=page.get_by_role("link", name=study, exact=True)
+            ).first
+            parent_cell.locator("button").first.click()  # the expander of the nested runs
+            for number in range(TRIALS):
+                expect(page.get_by_role("link", name=f"trial-{number}", exact=True)).to_be_visible()
+
+            # The chart view: every trial's val_mae curve, side by side with the run list.
+            page.locator("label:has(input[name=runs-view-mode][value=CHART])").click()
+            for number in range(TRIALS):
+                expect(page.get_by_text(f"trial-{number} (val_mae)", exact=True)).to_be_visible()
+            overview = _save(page, tmp_path, "mlflow-ui-study-runs.png")
+
+            # One trial: its page, its metric charts.
+            page.get_by_role("link", name="trial-0", exact=True).first.click()
+            expect(page.get_by_role("heading", name="trial-0")).to_be_visible()
+            page.get_by_role("tab", name="Model metrics").click()
+            expect(page.get_by_text("trial-0 (val_mae)", exact=True)).to_be_visible()
+            chart = page.locator("svg").filter(has=page.locator("text", has_text="Step"))
+            expect(chart.first).to_be_visible()
+            trial = _save(page, tmp_path, "mlflow-ui-trial-metrics.png")
+        finally:
+            browser.close()
+
+    for shot in (overview, trial):
+        assert shot.stat().st_size > 10_000  # a real rendering, not a blank page
