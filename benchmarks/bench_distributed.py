@@ -37,6 +37,9 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# Keep the output to the figures: no per-run URLs or download progress bars from MLflow here.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 sys.path.insert(0, str(REPO))  # for tests.servers; `mlflow/` there has no __init__.py, so
 # `import mlflow` still finds the library (tests/test_servers.py checks this).
 
@@ -65,22 +68,60 @@ def split(total: int, workers: int) -> list[int]:
     return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
 
 
-def run_workers(args, space: Path, storage: str, tracking_uri: str, study: str, workers: int,
-                workdir: Path) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE")}
+def run_workers(
+    args, space: Path, storage: str, tracking_uri: str, study: str, workers: int, workdir: Path
+) -> float:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "MLFLOW_TRACKING_URI",
+            "SEARCH_STORAGE",
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+        )
+    }  # workers run as a user runs them
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     procs = []
     started = time.perf_counter()
     for seed, trials in enumerate(split(args.trials, workers)):
         folder = workdir / f"{study}-worker-{seed}"
         folder.mkdir(parents=True)
-        command = [sys.executable, "-m", "search", "run", "--space", str(space), "--study", study,
-                   "--trials", str(trials), "--storage", storage, "--tracking-uri", tracking_uri,
-                   "--data", args.data, "--max-rows", str(args.max_rows),
-                   "--epochs", str(args.epochs), "--seed", str(seed)]
+        command = [
+            sys.executable,
+            "-m",
+            "search",
+            "run",
+            "--space",
+            str(space),
+            "--study",
+            study,
+            "--trials",
+            str(trials),
+            "--storage",
+            storage,
+            "--tracking-uri",
+            tracking_uri,
+            "--data",
+            args.data,
+            "--max-rows",
+            str(args.max_rows),
+            "--epochs",
+            str(args.epochs),
+            "--seed",
+            str(seed),
+        ]
         log = open(folder / "worker.log", "w")
-        procs.append((subprocess.Popen(command, cwd=folder, env=env, stdout=log,
-                                       stderr=subprocess.STDOUT), log, folder))
+        procs.append(
+            (
+                subprocess.Popen(
+                    command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT
+                ),
+                log,
+                folder,
+            )
+        )
     for proc, log, folder in procs:
         proc.wait()
         log.close()
@@ -99,16 +140,24 @@ def measure_workers(args, space, pg, tracking_uri, workers: int, workdir: Path) 
     wall = run_workers(args, space, storage, tracking_uri, study_name, workers, workdir)
     study = optuna.load_study(study_name=study_name, storage=storage)
     trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete]
-    span = (max(t.datetime_complete for t in trials)
-            - min(t.datetime_start for t in trials)).total_seconds()
+    span = (
+        max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
+    ).total_seconds()
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials]
-    train = [float(t.user_attrs["train_seconds"]) for t in trials if "train_seconds" in t.user_attrs]
+    train = [
+        float(t.user_attrs["train_seconds"]) for t in trials if "train_seconds" in t.user_attrs
+    ]
     states = {}
     for t in trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
     return {
-        "workers": workers, "study": study_name, "storage": storage, "trials": len(trials),
-        "states": states, "wall_s": wall, "span_s": span,
+        "workers": workers,
+        "study": study_name,
+        "storage": storage,
+        "trials": len(trials),
+        "states": states,
+        "wall_s": wall,
+        "span_s": span,
         "trials_per_hour_wall": 3600 * len(trials) / wall,
         "trials_per_hour_span": 3600 * len(trials) / span if span > 0 else float("nan"),
         "trial_s_mean": statistics.mean(durations),
@@ -117,8 +166,9 @@ def measure_workers(args, space, pg, tracking_uri, workers: int, workdir: Path) 
     }
 
 
-def measure_storage_only(args, pg, tracking_uri: str, example, source_run_id: str,
-                         workdir: Path) -> dict:
+def measure_storage_only(
+    args, pg, tracking_uri: str, example, source_run_id: str, workdir: Path
+) -> dict:
     """Time the Optuna and MLflow calls of one trial, with no training, `storage_reps` times."""
     import optuna
     from mlflow import MlflowClient
@@ -134,8 +184,9 @@ def measure_storage_only(args, pg, tracking_uri: str, example, source_run_id: st
         for key in ("loss", "mae", "val_loss", "val_mae")
     }
     epochs = max((len(h) for h in metric_history.values()), default=args.epochs)
-    summary = {k: 1.0 for k in ("best_val_mae", "best_epoch", "skill", "epochs_run",
-                                "train_seconds")}
+    summary = {
+        k: 1.0 for k in ("best_val_mae", "best_epoch", "skill", "epochs_run", "train_seconds")
+    }
     attrs = {k: v for k, v in example.user_attrs.items() if k != "mlflow_run_id"}
 
     storage_url = pg.create_database(f"optuna_bench_storage_{uuid.uuid4().hex[:6]}")
@@ -149,8 +200,14 @@ def measure_storage_only(args, pg, tracking_uri: str, example, source_run_id: st
         t_optuna = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        run_id = tracker.create_trial_run(trial.number, tags={
-            "search.architecture": "gru", "search.backend": "tensorflow", "search.device": "cpu"})
+        run_id = tracker.create_trial_run(
+            trial.number,
+            tags={
+                "search.architecture": "gru",
+                "search.backend": "tensorflow",
+                "search.device": "cpu",
+            },
+        )
         tracker.log_params(run_id, {**example.params, "epochs": epochs})
         tracker.log_metrics(run_id, {"baseline_mae": 1.0, "param_count": 1000.0})
         for epoch in range(epochs):
@@ -172,8 +229,11 @@ def measure_storage_only(args, pg, tracking_uri: str, example, source_run_id: st
         mlflow_s.append(t_mlflow)
     tracker.finish_parent_run()
     return {
-        "reps": args.storage_reps, "epochs": epochs, "artifact_files": len(files),
-        "artifact_bytes": artifact_bytes, "optuna_s_mean": statistics.mean(optuna_s),
+        "reps": args.storage_reps,
+        "epochs": epochs,
+        "artifact_files": len(files),
+        "artifact_bytes": artifact_bytes,
+        "optuna_s_mean": statistics.mean(optuna_s),
         "mlflow_s_mean": statistics.mean(mlflow_s),
         "optuna_s_median": statistics.median(optuna_s),
         "mlflow_s_median": statistics.median(mlflow_s),
@@ -192,9 +252,12 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(c) for c in args.workers.split(",")]
 
-    print(f"bench_distributed: {os.cpu_count()} CPUs, load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.trials} trials x "
-          f"{args.epochs} epochs on {args.max_rows} rows of {args.data}", flush=True)
+    print(
+        f"bench_distributed: {os.cpu_count()} CPUs, load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.trials} trials x "
+        f"{args.epochs} epochs on {args.max_rows} rows of {args.data}",
+        flush=True,
+    )
     workdir = Path(tempfile.mkdtemp(prefix="bench-distributed-"))
     space = workdir / "bench-tiny.yaml"
     space.write_text(TINY_SPACE)
@@ -205,41 +268,56 @@ def main() -> None:
         print(f"  servers up: PostgreSQL 127.0.0.1:{pg.port}, MLflow {server.url}", flush=True)
         results = [measure_workers(args, space, pg, server.url, n, workdir) for n in counts]
         example = results[0]["example_trial"]
-        storage = measure_storage_only(args, pg, server.url, example,
-                                       example.user_attrs["mlflow_run_id"], workdir)
+        storage = measure_storage_only(
+            args, pg, server.url, example, example.user_attrs["mlflow_run_id"], workdir
+        )
     finally:
         if server is not None:
             server.stop()
         pg.stop()
 
     print()
-    print("| workers | trials | states | wall s | trials/h (wall) | trials/h (trial span) "
-          "| trial s (mean) | train s (mean) | not training s (mean) |")
+    print(
+        "| workers | trials | states | wall s | trials/h (wall) | trials/h (trial span) "
+        "| trial s (mean) | train s (mean) | not training s (mean) |"
+    )
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         states = " ".join(f"{k}:{v}" for k, v in sorted(r["states"].items()))
-        print(f"| {r['workers']} | {r['trials']} | {states} | {r['wall_s']:.1f} | "
-              f"{r['trials_per_hour_wall']:.0f} | {r['trials_per_hour_span']:.0f} | "
-              f"{r['trial_s_mean']:.2f} | {r['train_s_mean']:.2f} | "
-              f"{r['trial_s_mean'] - r['train_s_mean']:.2f} |")
+        print(
+            f"| {r['workers']} | {r['trials']} | {states} | {r['wall_s']:.1f} | "
+            f"{r['trials_per_hour_wall']:.0f} | {r['trials_per_hour_span']:.0f} | "
+            f"{r['trial_s_mean']:.2f} | {r['train_s_mean']:.2f} | "
+            f"{r['trial_s_mean'] - r['train_s_mean']:.2f} |"
+        )
     base = results[0]
     for r in results[1:]:
-        print(f"speed-up {r['workers']} vs {base['workers']} worker(s): "
-              f"{r['trials_per_hour_wall'] / base['trials_per_hour_wall']:.2f}x (wall), "
-              f"{r['trials_per_hour_span'] / base['trials_per_hour_span']:.2f}x (trial span)")
+        print(
+            f"speed-up {r['workers']} vs {base['workers']} worker(s): "
+            f"{r['trials_per_hour_wall'] / base['trials_per_hour_wall']:.2f}x (wall), "
+            f"{r['trials_per_hour_span'] / base['trials_per_hour_span']:.2f}x (trial span)"
+        )
     total = storage["optuna_s_mean"] + storage["mlflow_s_mean"]
     train = base["train_s_mean"]
     print()
-    print(f"storage calls of one trial (no training; {storage['reps']} reps, {storage['epochs']} "
-          f"epochs of metrics, {storage['artifact_files']} artifact files, "
-          f"{storage['artifact_bytes'] / 1024:.0f} KiB):")
-    print(f"  Optuna (ask, user attrs, tell) on PostgreSQL: {storage['optuna_s_mean'] * 1000:.0f} ms"
-          f" mean, {storage['optuna_s_median'] * 1000:.0f} ms median")
-    print(f"  MLflow (run, params, metrics, artifacts)    : {storage['mlflow_s_mean'] * 1000:.0f} ms"
-          f" mean, {storage['mlflow_s_median'] * 1000:.0f} ms median")
-    print(f"  together {total:.3f} s per trial = {100 * total / train:.1f}% of the mean "
-          f"train_seconds ({train:.2f} s) and {100 * total / base['trial_s_mean']:.1f}% of the "
-          f"mean trial wall time ({base['trial_s_mean']:.2f} s, {base['workers']} worker)")
+    print(
+        f"storage calls of one trial (no training; {storage['reps']} reps, {storage['epochs']} "
+        f"epochs of metrics, {storage['artifact_files']} artifact files, "
+        f"{storage['artifact_bytes'] / 1024:.0f} KiB):"
+    )
+    print(
+        f"  Optuna (ask, user attrs, tell) on PostgreSQL: {storage['optuna_s_mean'] * 1000:.0f} ms"
+        f" mean, {storage['optuna_s_median'] * 1000:.0f} ms median"
+    )
+    print(
+        f"  MLflow (run, params, metrics, artifacts)    : {storage['mlflow_s_mean'] * 1000:.0f} ms"
+        f" mean, {storage['mlflow_s_median'] * 1000:.0f} ms median"
+    )
+    print(
+        f"  together {total:.3f} s per trial = {100 * total / train:.1f}% of the mean "
+        f"train_seconds ({train:.2f} s) and {100 * total / base['trial_s_mean']:.1f}% of the "
+        f"mean trial wall time ({base['trial_s_mean']:.2f} s, {base['workers']} worker)"
+    )
     if args.json:
         for r in results:
             r.pop("example_trial")

@@ -8,10 +8,11 @@
 #   MLFLOW_ARTIFACTS_DESTINATION  where artifacts are stored (default /mlartifacts, a volume)
 #   MLFLOW_HOST / MLFLOW_PORT     interface and port to bind (default 0.0.0.0 and 5000)
 #   MLFLOW_WORKERS                uvicorn worker processes (default 2)
-#   MLFLOW_SERVER_ALLOWED_HOSTS   Host headers accepted (DNS-rebinding protection). Default:
-#                                 the compose service name `mlflow`, localhost and private
-#                                 addresses, each with any port. Add the name workers on other
-#                                 machines use, e.g. "mlflow.example.org,mlflow.example.org:*".
+#   MLFLOW_EXTRA_ALLOWED_HOSTS    more Host headers to accept (DNS-rebinding protection), added
+#                                 to the default list: the compose service name `mlflow`,
+#                                 localhost and private addresses, each with any port. Name what
+#                                 workers on other machines use, e.g. "mlflow.example.org:*".
+#   MLFLOW_SERVER_ALLOWED_HOSTS   the whole list instead of the default (MLflow's own variable)
 set -eu
 
 : "${MLFLOW_BACKEND_STORE_URI:?set MLFLOW_BACKEND_STORE_URI, e.g. postgresql://USER:PASSWORD@postgres:5432/mlflow}"
@@ -29,6 +30,9 @@ if [ -z "${MLFLOW_SERVER_ALLOWED_HOSTS:-}" ]; then
         i=$((i + 1))
     done
     MLFLOW_SERVER_ALLOWED_HOSTS="$hosts"
+fi
+if [ -n "${MLFLOW_EXTRA_ALLOWED_HOSTS:-}" ]; then
+    MLFLOW_SERVER_ALLOWED_HOSTS="$MLFLOW_SERVER_ALLOWED_HOSTS,$MLFLOW_EXTRA_ALLOWED_HOSTS"
 fi
 
 # Scorer/GenAI job runner: unused by `search`, seven extra processes. Set to true to enable.

@@ -35,7 +35,10 @@ def quiet_native_stderr(log_path: Path) -> Path:
     os.dup2(log, 2)
     os.close(log)
     sys.stderr = io.TextIOWrapper(
-        os.fdopen(terminal, "wb", buffering=0), encoding="utf-8", errors="replace", write_through=True
+        os.fdopen(terminal, "wb", buffering=0),
+        encoding="utf-8",
+        errors="replace",
+        write_through=True,
     )
     return log_path
 

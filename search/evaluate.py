@@ -22,12 +22,16 @@ def evaluate_best_on_test(study: optuna.Study, tracking_uri: str) -> dict[str, A
     try:
         best = study.best_trial
     except ValueError:
-        raise SearchError(f"study {study.study_name!r} has no completed trial to evaluate") from None
+        raise SearchError(
+            f"study {study.study_name!r} has no completed trial to evaluate"
+        ) from None
     attrs = study.user_attrs
     run_id = best.user_attrs.get("mlflow_run_id")
     parent = attrs.get(PARENT_ATTR)
     if not run_id or not parent:
-        raise SearchError(f"study {study.study_name!r} has no MLflow runs recorded; cannot find its model")
+        raise SearchError(
+            f"study {study.study_name!r} has no MLflow runs recorded; cannot find its model"
+        )
     space = load_space(attrs.get("space", "quick"))
     config = space.resolve(best.params)
     dataset = load_dataset(

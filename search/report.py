@@ -47,7 +47,11 @@ def trials_table(study: optuna.Study) -> str:
                 _number(skill, "+.1%"),
                 _duration(trial),
                 _params(trial.params)
-                + (f"  [{trial.user_attrs['fail_reason']}]" if "fail_reason" in trial.user_attrs else ""),
+                + (
+                    f"  [{trial.user_attrs['fail_reason']}]"
+                    if "fail_reason" in trial.user_attrs
+                    else ""
+                ),
             )
         )
     if not rows:
@@ -55,7 +59,10 @@ def trials_table(study: optuna.Study) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for row in [header, *rows]:
-        cells = [row[i].ljust(widths[i]) if i < 2 else row[i].rjust(widths[i]) for i in range(len(widths))]
+        cells = [
+            row[i].ljust(widths[i]) if i < 2 else row[i].rjust(widths[i])
+            for i in range(len(widths))
+        ]
         lines.append("  ".join(cells) + "  " + row[-1])
     return "\n".join(lines)
 

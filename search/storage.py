@@ -13,6 +13,8 @@ Accepted forms:
 from __future__ import annotations
 
 import os
+import random
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +31,7 @@ _SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 # Trials whose worker stopped sending heartbeats for this long are marked FAIL (crash recovery).
 HEARTBEAT_INTERVAL_S = 30
 GRACE_PERIOD_S = 120
+_SCHEMA_RETRIES = 8
 
 
 def resolve_storage_url(url: str | None) -> str:
@@ -137,16 +140,35 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(_journal_path(url))))
+    import sqlalchemy.exc
+
     engine_kwargs = {"pool_pre_ping": True} if scheme != "sqlite" else {}
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we rely on them
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=GRACE_PERIOD_S,
-            )
-    except Exception as exc:  # SQLAlchemy raises many types; the user needs one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot open storage {_redact(url)!r}: {first}") from None
+    for attempt in range(_SCHEMA_RETRIES):
+        try:
+            # Heartbeats are "experimental" in Optuna 5; crash recovery relies on them.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    grace_period=GRACE_PERIOD_S,
+                )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            # Workers opening a fresh database at once race to create Optuna's schema
+            # (optuna/optuna#1092); the losers retry and find the tables made.
+            if attempt == _SCHEMA_RETRIES - 1:
+                raise StorageError(
+                    f"cannot open storage {_redact(url)!r}: {_first_line(exc)}"
+                ) from None
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
+        except Exception as exc:  # SQLAlchemy raises many types; the user needs one line
+            raise StorageError(
+                f"cannot open storage {_redact(url)!r}: {_first_line(exc)}"
+            ) from None
+    raise AssertionError("unreachable")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 
@@ -74,7 +75,9 @@ def load_existing_study(storage_url: str, name: str) -> optuna.Study:
     if study is None:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         listed = ", ".join(names[:20]) if names else "none"
-        raise SearchError(f"no study named {name!r} in storage {storage_url} (studies there: {listed})")
+        raise SearchError(
+            f"no study named {name!r} in storage {storage_url} (studies there: {listed})"
+        )
     return study
 
 
@@ -129,7 +132,10 @@ def run_study(options: RunOptions) -> optuna.Study:
 
     say(f"loading data {data_source} ...")
     dataset = load_dataset(
-        data_source, time_column=options.time_column, target=options.target, features=options.features
+        data_source,
+        time_column=options.time_column,
+        target=options.target,
+        features=options.features,
     )
     if options.max_rows:
         dataset = dataset.head(options.max_rows)
@@ -180,8 +186,10 @@ def run_study(options: RunOptions) -> optuna.Study:
         study.set_user_attr("seed", seed)
         study.set_user_attr("mlflow_tracking_uri", options.tracking_uri)
         study.set_user_attr("mlflow_experiment_id", tracker.experiment_id)
-        study.set_user_attr(PARENT_ATTR, parent)
+        # Enqueue before publishing the parent run: joining workers wait for it, so the book
+        # configuration is always trial 0.
         study.enqueue_trial(space.book_params(), user_attrs={"book_config": True})
+        study.set_user_attr(PARENT_ATTR, parent)
         say(f"new study {options.study!r}: trial 0 is the space's book configuration")
     else:
         tracker.attach_parent_run(_wait_for_parent(study))

@@ -83,6 +83,7 @@ class StudyTracker:
     """Logs one study to MLflow: the parent run and a child run per trial."""
 
     def __init__(self, tracking_uri: str, study_name: str) -> None:
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         import mlflow
 
         mlflow.set_tracking_uri(tracking_uri)
@@ -102,7 +103,10 @@ class StudyTracker:
                 if experiment.lifecycle_stage == "deleted":
                     self.client.restore_experiment(experiment.experiment_id)
                 return experiment.experiment_id
-            return self.client.create_experiment(name)
+            # Open the UI on the classic "model training" view, not MLflow 3's GenAI view.
+            return self.client.create_experiment(
+                name, tags={"mlflow.experimentKind": "custom_model_development"}
+            )
         except MlflowException as exc:
             if "already exists" in str(exc):  # another worker created it a moment ago
                 experiment = self.client.get_experiment_by_name(name)

@@ -13,9 +13,10 @@ import io
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -41,7 +42,9 @@ def backend_and_device() -> tuple[str, str]:
     except Exception:  # some backends raise without accelerators
         devices = ["cpu:0"]
     accelerators = [d for d in devices if not d.lower().startswith("cpu")]
-    return backend, (accelerators[0] if accelerators else devices[0] if devices else "cpu:0").lower()
+    return backend, (
+        accelerators[0] if accelerators else devices[0] if devices else "cpu:0"
+    ).lower()
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -55,7 +58,9 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     try:
         return classes[name.lower()](learning_rate=learning_rate)
     except KeyError:
-        raise TrialFailed(f"unknown optimizer {name!r}; expected one of {sorted(classes)}") from None
+        raise TrialFailed(
+            f"unknown optimizer {name!r}; expected one of {sorted(classes)}"
+        ) from None
 
 
 class EpochHook(keras.callbacks.Callback):
@@ -173,7 +178,12 @@ class TrialRunner:
         )
         spec.validate()
         train = make_windows(
-            self.prepared, spec, "train", config.batch_size, shuffle=True, seed=self.seed + trial.number
+            self.prepared,
+            spec,
+            "train",
+            config.batch_size,
+            shuffle=True,
+            seed=self.seed + trial.number,
         )
         val = make_windows(self.prepared, spec, "val", config.batch_size)
         baseline = baseline_mae(self.prepared, spec, "val")

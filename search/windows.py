@@ -385,7 +385,7 @@ class WindowDataset(keras.utils.PyDataset):
         """All targets (num_windows, target_steps) in iteration order, without building any x."""
         return np.take(self.target, self._order[:, None] + self._target_offsets[None, :])
 
-    def last_inputs_raw_rows(self) -> np.ndarray:
+    def last_input_rows(self) -> np.ndarray:
         """Row of every window's last input step, in iteration order."""
         return self._order + int(self._offsets[-1])
 

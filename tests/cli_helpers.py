@@ -18,9 +18,13 @@ class Result:
     seconds: float
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> Result:
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> Result:
     """`python -m search ARGS` in ``cwd`` with a clean MLflow/storage environment."""
-    full_env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE")}
+    full_env = {
+        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE")
+    }
     full_env.update(env or {})
     started = time.perf_counter()
     proc = subprocess.run(

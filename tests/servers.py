@@ -99,7 +99,9 @@ def wait_for_http(url: str, timeout: float, process: subprocess.Popen | None = N
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise ServerError(f"process exited with code {process.returncode} before {url} answered")
+            raise ServerError(
+                f"process exited with code {process.returncode} before {url} answered"
+            )
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status == 200:
@@ -165,8 +167,9 @@ class PostgresServer:
         if self._stopped:
             return
         self._stopped = True
-        self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop",
-                  check=False)
+        self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop", check=False
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -179,15 +182,26 @@ def _run_pg(
     if run_as is not None:
         kwargs = {"user": run_as.pw_uid, "group": run_as.pw_gid, "extra_groups": []}
         env["HOME"] = tempfile.gettempdir()
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120,
-                            cwd=tempfile.gettempdir(), **kwargs)
+    result = subprocess.run(
+        argv,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tempfile.gettempdir(),
+        **kwargs,
+    )
     if check and result.returncode != 0:
-        raise ServerError(f"{' '.join(argv)} failed ({result.returncode}):\n"
-                          f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        raise ServerError(
+            f"{' '.join(argv)} failed ({result.returncode}):\n"
+            f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        )
     return result
 
 
-def start_postgres(databases: tuple[str, ...] = (OPTUNA_DATABASE, MLFLOW_DATABASE)) -> PostgresServer:
+def start_postgres(
+    databases: tuple[str, ...] = (OPTUNA_DATABASE, MLFLOW_DATABASE),
+) -> PostgresServer:
     """initdb a new cluster in a temp dir, start it on a free 127.0.0.1 port, create `databases`.
 
     Raises FileNotFoundError if the PostgreSQL server binaries are not installed.
@@ -208,17 +222,41 @@ def start_postgres(databases: tuple[str, ...] = (OPTUNA_DATABASE, MLFLOW_DATABAS
             os.chown(path, run_as.pw_uid, run_as.pw_gid)
     server = PostgresServer(bin_dir=bin_dir, root=root, port=free_port(), _run_as=run_as)
     try:
-        server._run("initdb", "-D", str(server.data_dir), "-U", server.user, "--auth=trust",
-                    "--encoding=UTF8", "--no-sync")
-        options = (f"-p {server.port} -c listen_addresses=127.0.0.1 "
-                   f"-k {server.socket_dir} -c fsync=off -c max_connections=200")
+        server._run(
+            "initdb",
+            "-D",
+            str(server.data_dir),
+            "-U",
+            server.user,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-sync",
+        )
+        options = (
+            f"-p {server.port} -c listen_addresses=127.0.0.1 "
+            f"-k {server.socket_dir} -c fsync=off -c max_connections=200"
+        )
         for attempt in range(3):
-            result = server._run("pg_ctl", "-D", str(server.data_dir), "-l", str(server.log_file),
-                                 "-o", options, "-w", "-t", "60", "start", check=False)
+            result = server._run(
+                "pg_ctl",
+                "-D",
+                str(server.data_dir),
+                "-l",
+                str(server.log_file),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+                check=False,
+            )
             if result.returncode == 0:
                 break
             if attempt == 2 or "could not bind" not in _tail(server.log_file):
-                raise ServerError(f"pg_ctl start failed:\n{result.stderr}\n{_tail(server.log_file)}")
+                raise ServerError(
+                    f"pg_ctl start failed:\n{result.stderr}\n{_tail(server.log_file)}"
+                )
             server.port = free_port()  # someone took the port between probe and bind: retry
             options = re.sub(r"-p \d+", f"-p {server.port}", options)
         for name in databases:
@@ -280,13 +318,19 @@ def start_mlflow_server(
     log_file = log_file or artifacts_dir.parent / "mlflow-server.log"
     port = free_port()
     argv = [
-        *mlflow_executable(), "server",
-        "--backend-store-uri", backend_store_uri,
+        *mlflow_executable(),
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
         "--serve-artifacts",
-        "--artifacts-destination", str(artifacts_dir),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", str(workers),
+        "--artifacts-destination",
+        str(artifacts_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
     ]
     env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -294,8 +338,14 @@ def start_mlflow_server(
     # processes on a 2-core machine; the shipped image turns it off the same way.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     with open(log_file, "ab") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   cwd=artifacts_dir.parent, start_new_session=True)
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=artifacts_dir.parent,
+            start_new_session=True,
+        )
     server = MlflowServer(process, port, backend_store_uri, artifacts_dir, log_file)
     try:
         wait_for_http(f"{server.url}/health", timeout=timeout, process=process)
@@ -323,7 +373,9 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server_process(postgres_server: PostgresServer, tmp_path_factory) -> Iterator[MlflowServer]:
+def mlflow_server_process(
+    postgres_server: PostgresServer, tmp_path_factory
+) -> Iterator[MlflowServer]:
     """A real `mlflow server` backed by PostgreSQL database `mlflow`, serving artifacts."""
     root = tmp_path_factory.mktemp("mlflow-server")
     server = start_mlflow_server(postgres_server.url(MLFLOW_DATABASE), root / "artifacts")

@@ -25,7 +25,9 @@ def assert_user_error(result, *needles: str) -> None:
     assert "Traceback" not in result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
-    assert result.seconds < FAST_SECONDS, f"took {result.seconds:.1f}s: validated after importing Keras?"
+    assert result.seconds < FAST_SECONDS, (
+        f"took {result.seconds:.1f}s: validated after importing Keras?"
+    )
 
 
 @pytest.mark.parametrize(
@@ -58,13 +60,17 @@ def test_unreachable_tracking_server(tmp_path: Path) -> None:
 
 def test_unreachable_postgres(tmp_path: Path) -> None:
     port = _free_port()
-    result = run_cli("run", "--storage", f"postgresql://user:secret@127.0.0.1:{port}/optuna", cwd=tmp_path)
+    result = run_cli(
+        "run", "--storage", f"postgresql://user:secret@127.0.0.1:{port}/optuna", cwd=tmp_path
+    )
     assert_user_error(result, "PostgreSQL", str(port))
     assert "secret" not in result.stderr  # passwords are never echoed
 
 
 def test_env_var_storage_is_honoured(tmp_path: Path) -> None:
-    result = run_cli("trials", "nope", cwd=tmp_path, env={"SEARCH_STORAGE": "journal:///no/dir/j.log"})
+    result = run_cli(
+        "trials", "nope", cwd=tmp_path, env={"SEARCH_STORAGE": "journal:///no/dir/j.log"}
+    )
     assert_user_error(result, "/no/dir")
 
 
@@ -79,8 +85,19 @@ def test_help_documents_every_flag(tmp_path: Path) -> None:
     result = run_cli("run", "--help", cwd=tmp_path)
     assert result.returncode == 0
     for flag in (
-        "--space", "--study", "--trials", "--timeout", "--storage", "--tracking-uri", "--data",
-        "--epochs", "--seed", "--fresh", "--verbose", "--max-rows", "SEARCH_STORAGE",
+        "--space",
+        "--study",
+        "--trials",
+        "--timeout",
+        "--storage",
+        "--tracking-uri",
+        "--data",
+        "--epochs",
+        "--seed",
+        "--fresh",
+        "--verbose",
+        "--max-rows",
+        "SEARCH_STORAGE",
         "MLFLOW_TRACKING_URI",
     ):
         assert flag in result.stdout, flag

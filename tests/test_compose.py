@@ -165,8 +165,10 @@ def test_credentials_come_from_the_env_file(raw_compose, compose):
     text = COMPOSE_FILE.read_text()
     example = read_env_file(ENV_EXAMPLE)
     assert example["POSTGRES_PASSWORD"] not in text  # interpolated, never written in
-    assert "${POSTGRES_PASSWORD" in raw_compose["services"]["postgres"]["environment"][
-        "POSTGRES_PASSWORD"]
+    assert (
+        "${POSTGRES_PASSWORD"
+        in raw_compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    )
     assert "change-me" in example["POSTGRES_PASSWORD"]  # a placeholder, not a secret
     # Without .env, Compose refuses to start with a message saying what to do.
     with pytest.raises(KeyError, match="in .env"):
@@ -175,8 +177,10 @@ def test_credentials_come_from_the_env_file(raw_compose, compose):
     user, password = example["POSTGRES_USER"], example["POSTGRES_PASSWORD"]
     services = compose["services"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == password
-    for url in (services["worker"]["environment"]["SEARCH_STORAGE"],
-                services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]):
+    for url in (
+        services["worker"]["environment"]["SEARCH_STORAGE"],
+        services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"],
+    ):
         assert url.startswith(f"postgresql://{user}:{password}@postgres:5432/")
     ignored = (REPO / ".gitignore").read_text().split()
     assert ".env" in ignored
@@ -210,8 +214,13 @@ def test_worker_command_uses_only_documented_flags(compose):
         import search.cli  # noqa: F401
     except ImportError as error:
         pytest.skip(f"search.cli is not importable yet ({error}); cannot read `search run --help`")
-    result = subprocess.run([sys.executable, "-m", "search", "run", "--help"],
-                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "search", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr
     documented = set(FLAG.findall(result.stdout))
     for name in ["worker", *_gpu_services(compose)]:
@@ -223,10 +232,16 @@ def test_worker_command_uses_only_documented_flags(compose):
 def test_mlflow_image_uses_only_real_server_flags():
     entrypoint = (REPO / "mlflow" / "entrypoint.sh").read_text()
     used = set(FLAG.findall(entrypoint))
-    assert {"--backend-store-uri", "--serve-artifacts", "--artifacts-destination",
-            "--host", "--allowed-hosts"} <= used
-    result = subprocess.run([*mlflow_executable(), "server", "--help"],
-                            capture_output=True, text=True, timeout=120)
+    assert {
+        "--backend-store-uri",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        "--host",
+        "--allowed-hosts",
+    } <= used
+    result = subprocess.run(
+        [*mlflow_executable(), "server", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert used <= set(FLAG.findall(result.stdout))
     dockerfile = (REPO / "mlflow" / "Dockerfile").read_text()
@@ -254,10 +269,17 @@ def test_compose_file_validates_with_docker_compose(tmp_path):
     shutil.copy(ENV_EXAMPLE, env_file)
     for validator in validators:
         for profile in ([], ["--profile", "gpu"]):
-            command = [*validator, "-f", str(COMPOSE_FILE), "--env-file", str(env_file),
-                       *profile, "config", "-q"]
-            result = subprocess.run(command, capture_output=True, text=True, timeout=120,
-                                    cwd=REPO)
+            command = [
+                *validator,
+                "-f",
+                str(COMPOSE_FILE),
+                "--env-file",
+                str(env_file),
+                *profile,
+                "config",
+                "-q",
+            ]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
             assert result.returncode == 0, f"{' '.join(command)}:\n{result.stderr}"
 
 
@@ -267,9 +289,14 @@ def test_compose_file_validates_with_docker_compose(tmp_path):
 
 def _pg_env(postgres_server, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(PATH=f"{postgres_server.bin_dir}{os.pathsep}{env.get('PATH', '')}",
-               PGHOST=postgres_server.host, PGPORT=str(postgres_server.port),
-               POSTGRES_USER=postgres_server.user, POSTGRES_DB="postgres", **extra)
+    env.update(
+        PATH=f"{postgres_server.bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        PGHOST=postgres_server.host,
+        PGPORT=str(postgres_server.port),
+        POSTGRES_USER=postgres_server.user,
+        POSTGRES_DB="postgres",
+        **extra,
+    )
     return env
 
 
@@ -280,8 +307,13 @@ def test_init_script_creates_both_databases_idempotently(postgres_server):
     wanted = {f"optuna_{suffix}", f"mlflow_{suffix}"}
     env = _pg_env(postgres_server, OPTUNA_DB=f"optuna_{suffix}", MLFLOW_DB=f"mlflow_{suffix}")
     for _ in range(2):  # a second run keeps what exists
-        result = subprocess.run(["bash", str(REPO / "deploy" / "postgres" / "init-databases.sh")],
-                                env=env, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            ["bash", str(REPO / "deploy" / "postgres" / "init-databases.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
     conn = psycopg2.connect(postgres_server.url("postgres"))
     try:
@@ -313,19 +345,26 @@ def test_mlflow_entrypoint_serves_other_hosts_but_not_strangers(postgres_server,
         MLFLOW_HOST="127.0.0.1",  # the image binds 0.0.0.0; a test has no business doing so
         MLFLOW_PORT=str(port),
         MLFLOW_WORKERS="1",
+        MLFLOW_EXTRA_ALLOWED_HOSTS="mlflow.example.org:*",
     )
     log = open(tmp_path / "server.log", "wb")
-    process = subprocess.Popen(["sh", str(REPO / "mlflow" / "entrypoint.sh")], env=env,
-                               stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        ["sh", str(REPO / "mlflow" / "entrypoint.sh")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", timeout=180, process=process)
         api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1"
         assert _get(api) == 200
         assert _get(api, host=f"mlflow:{port}") == 200  # a worker in the compose network
         assert _get(api, host=f"10.1.2.3:{port}") == 200  # a worker on the LAN
+        assert _get(api, host=f"mlflow.example.org:{port}") == 200  # MLFLOW_EXTRA_ALLOWED_HOSTS
         assert _get(api, host="attacker.example:80") == 403  # DNS-rebinding protection stays on
-        command = (Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0"))
+        command = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
         assert b"--serve-artifacts" in command
     finally:
         import signal

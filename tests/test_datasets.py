@@ -56,7 +56,7 @@ def jena() -> Dataset:
 
 
 @pytest.fixture(autouse=True)
-def _no_env_leaks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _no_env_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("SEARCH_JENA_URL", "SEARCH_JENA_SHA256", "SEARCH_CACHE_DIR", "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
 
@@ -427,9 +427,8 @@ def test_jena_2009_downloaded_from_local_server_verified_and_cached(
     assert ds.report["time_column"] == "Date Time" and ds.report["sha256"] == sha256(csv)
     cached = tmp_path / "cache" / "jena_climate_2009_2016.csv"
     assert cached.read_bytes() == csv
-    assert (tmp_path / "cache" / "jena_climate_2009_2016.csv.sha256").read_text().split()[
-        0
-    ] == sha256(csv)
+    recorded = (tmp_path / "cache" / "jena_climate_2009_2016.csv.sha256").read_text()
+    assert recorded.split()[0] == sha256(csv)
     assert sorted(p.name for p in cached.parent.iterdir()) == [
         "jena_climate_2009_2016.csv",
         "jena_climate_2009_2016.csv.sha256",

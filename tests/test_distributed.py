@@ -22,26 +22,40 @@ TRIALS_PER_WORKER = 2
 WORKER_TIMEOUT_S = 1200
 
 
-
 def worker_command(study: str, storage: str, tracking_uri: str, seed: int) -> list[str]:
     """One worker, exactly as a user on another machine would start it (tiny and fast)."""
     return [
-        sys.executable, "-m", "search", "run",
-        "--space", "quick",
-        "--study", study,
-        "--trials", str(TRIALS_PER_WORKER),
-        "--storage", storage,
-        "--tracking-uri", tracking_uri,
-        "--data", "jena-2020",
-        "--max-rows", "6000",
-        "--epochs", "1",
-        "--seed", str(seed),
+        sys.executable,
+        "-m",
+        "search",
+        "run",
+        "--space",
+        "quick",
+        "--study",
+        study,
+        "--trials",
+        str(TRIALS_PER_WORKER),
+        "--storage",
+        storage,
+        "--tracking-uri",
+        tracking_uri,
+        "--data",
+        "jena-2020",
+        "--max-rows",
+        "6000",
+        "--epochs",
+        "1",
+        "--seed",
+        str(seed),
     ]
 
 
 def worker_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE", "MLFLOW_EXPERIMENT_NAME")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE", "MLFLOW_EXPERIMENT_NAME")
+    }
     # Two workers on a 2-core machine: one thread pool each, so they do not fight for cores.
     env.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     env.setdefault("TF_NUM_INTEROP_THREADS", "1")
@@ -50,16 +64,24 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def run_workers(study: str, storage: str, tracking_uri: str, workdir: Path, count: int) -> list[str]:
+def run_workers(
+    study: str, storage: str, tracking_uri: str, workdir: Path, count: int
+) -> list[str]:
     """Start `count` workers at once; wait for all; return their outputs (fail if any failed)."""
     procs = []
     for seed in range(count):
         folder = workdir / f"worker-{seed}"
         folder.mkdir()
-        procs.append(subprocess.Popen(
-            worker_command(study, storage, tracking_uri, seed), cwd=folder, env=worker_env(),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        ))
+        procs.append(
+            subprocess.Popen(
+                worker_command(study, storage, tracking_uri, seed),
+                cwd=folder,
+                env=worker_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = []
     for proc in procs:
         try:
@@ -69,7 +91,7 @@ def run_workers(study: str, storage: str, tracking_uri: str, workdir: Path, coun
                 other.kill()
             raise
         outputs.append(output)
-    for seed, (proc, output) in enumerate(zip(procs, outputs)):
+    for seed, (proc, output) in enumerate(zip(procs, outputs, strict=True)):
         assert proc.returncode == 0, f"worker {seed} exited {proc.returncode}:\n{output[-4000:]}"
     return outputs
 
@@ -92,10 +114,16 @@ def test_workers_opening_a_fresh_database_at_once_all_succeed(postgres_server):
     for _ in range(3):  # the race is timing-dependent: give it several chances
         storage = postgres_server.create_database(f"optuna_race_{uuid.uuid4().hex[:8]}")
         start = time.time() + 4  # after every process has imported Optuna
-        procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, storage, str(start)],
-                                  env=worker_env(), stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-                 for _ in range(3)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_AT, storage, str(start)],
+                env=worker_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(3)
+        ]
         for proc in procs:
             output, _ = proc.communicate(timeout=120)
             if proc.returncode != 0:
@@ -112,8 +140,9 @@ def distributed_study(postgres_server, mlflow_server_process, tmp_path_factory):
     storage = postgres_server.create_database(f"optuna_dist_{uuid.uuid4().hex[:8]}")
     study_name = f"distributed-{uuid.uuid4().hex[:6]}"
     started = time.monotonic()
-    outputs = run_workers(study_name, storage, mlflow_server_process.url,
-                          tmp_path_factory.mktemp("workers"), WORKERS)
+    outputs = run_workers(
+        study_name, storage, mlflow_server_process.url, tmp_path_factory.mktemp("workers"), WORKERS
+    )
     elapsed = time.monotonic() - started
     study = optuna.load_study(study_name=study_name, storage=storage)
     return {
@@ -142,8 +171,11 @@ def test_trial_count_is_the_sum_requested(distributed_study):
 
     trials = distributed_study["trials"]
     assert len(trials) == WORKERS * TRIALS_PER_WORKER
-    finished = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                optuna.trial.TrialState.FAIL}
+    finished = {
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+        optuna.trial.TrialState.FAIL,
+    }
     assert all(t.state in finished for t in trials), [(t.number, t.state) for t in trials]
     assert any(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
 
@@ -157,8 +189,10 @@ def test_no_trial_number_is_duplicated_or_lost(distributed_study):
 @pytest.mark.slow
 def test_workers_really_ran_at_the_same_time(distributed_study):
     spans = sorted((t.datetime_start, t.datetime_complete) for t in distributed_study["trials"])
-    overlapping = any(later_start < earlier_end
-                      for (_, earlier_end), (later_start, _) in zip(spans, spans[1:]))
+    overlapping = any(
+        later_start < earlier_end
+        for (_, earlier_end), (later_start, _) in zip(spans, spans[1:], strict=False)
+    )
     assert overlapping, f"no two trials overlapped in time: {spans}"
 
 
@@ -194,7 +228,8 @@ def test_one_parent_run_and_one_child_run_per_trial(distributed_study):
             assert run.data.tags.get(tag), (trial.number, tag)
         if trial.state.name == "COMPLETE":
             history = _client(distributed_study["server"]).get_metric_history(
-                run.info.run_id, "val_mae")
+                run.info.run_id, "val_mae"
+            )
             assert [m.step for m in history] == [0]  # --epochs 1: one epoch, step 0
             for metric in ("best_val_mae", "baseline_mae", "skill", "train_seconds"):
                 assert metric in run.data.metrics, (trial.number, metric)
@@ -212,13 +247,21 @@ def test_artifacts_are_retrievable_through_the_server(distributed_study, tmp_pat
         listed = {a.path for a in client.list_artifacts(run_id)}
         assert {"learning_curve.png", "history.csv", "model_summary.txt", "model"} <= listed
         folder = tmp_path / run_id
-        history = Path(mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="history.csv", dst_path=str(folder),
-            tracking_uri=server.url))
+        history = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path="history.csv",
+                dst_path=str(folder),
+                tracking_uri=server.url,
+            )
+        )
         header = history.read_text().splitlines()[0]
         assert "val_mae" in header
-        model_dir = Path(mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="model", dst_path=str(folder), tracking_uri=server.url))
+        model_dir = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="model", dst_path=str(folder), tracking_uri=server.url
+            )
+        )
         assert (model_dir / "model.keras").stat().st_size > 0
         # Proxied: the bytes sit in the server's --artifacts-destination, not with the worker.
         assert list(server.artifacts_dir.rglob(f"*{run_id}*/artifacts/history.csv"))

@@ -25,8 +25,20 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def first_run(workdir: Path):
     result = run_cli(
-        "run", "--space", "quick", "--study", STUDY, "--trials", "2", "--epochs", "2",
-        "--max-rows", ROWS, "--seed", "7", cwd=workdir,
+        "run",
+        "--space",
+        "quick",
+        "--study",
+        STUDY,
+        "--trials",
+        "2",
+        "--epochs",
+        "2",
+        "--max-rows",
+        ROWS,
+        "--seed",
+        "7",
+        cwd=workdir,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -75,19 +87,37 @@ def test_parent_and_child_runs(first_run, workdir: Path) -> None:
         tags = child.data.tags
         assert tags["mlflow.parentRunId"] == parent.info.run_id
         assert tags["search.state"] in ("COMPLETE", "PRUNED")
-        for key in ("search.trial_number", "search.architecture", "search.backend", "search.device"):
+        for key in (
+            "search.trial_number",
+            "search.architecture",
+            "search.backend",
+            "search.device",
+        ):
             assert tags.get(key), key
-        for key in ("best_val_mae", "baseline_mae", "skill", "epochs_run", "train_seconds", "param_count"):
+        for key in (
+            "best_val_mae",
+            "baseline_mae",
+            "skill",
+            "epochs_run",
+            "train_seconds",
+            "param_count",
+        ):
             assert key in child.data.metrics, key
         history = client.get_metric_history(child.info.run_id, "val_mae")
         assert [m.step for m in history] == list(range(int(child.data.metrics["epochs_run"])))
         for key in ("loss", "mae", "val_loss"):
             assert len(client.get_metric_history(child.info.run_id, key)) == len(history)
-        assert {"lookback_hours", "sampling_rate", "learning_rate", "epochs"} <= set(child.data.params)
+        assert {"lookback_hours", "sampling_rate", "learning_rate", "epochs"} <= set(
+            child.data.params
+        )
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"learning_curve.png", "history.csv", "model_summary.txt", "model"} <= files
-        assert [a.path for a in client.list_artifacts(child.info.run_id, "model")] == ["model/model.keras"]
-        text = client.download_artifacts(child.info.run_id, "history.csv", str(workdir / child.info.run_id))
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "model")] == [
+            "model/model.keras"
+        ]
+        text = client.download_artifacts(
+            child.info.run_id, "history.csv", str(workdir / child.info.run_id)
+        )
         rows = list(csv.DictReader(io.StringIO(Path(text).read_text())))
         assert len(rows) == len(history)
         assert float(rows[0]["val_mae"]) == pytest.approx(history[0].value, rel=1e-5)
@@ -138,3 +168,19 @@ def test_resuming_with_another_space_is_refused(first_run, workdir: Path) -> Non
     result = run_cli("run", "--study", STUDY, "--space", "lstm", cwd=workdir)
     assert result.returncode == 2
     assert "--fresh" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_study_runs_on_the_jax_backend(tmp_path: Path) -> None:
+    pytest.importorskip("jax", reason="jax is not installed (pip install jax)")
+    result = run_cli(
+        "run", "--study", "jax", "--trials", "1", "--epochs", "1", "--max-rows", ROWS,
+        cwd=tmp_path, env={"KERAS_BACKEND": "jax"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("jax")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`search.role` = 'trial'")
+    assert run.data.tags["search.backend"] == "jax"
+    assert run.data.tags["search.state"] == "COMPLETE"
+    assert run.data.metrics["best_val_mae"] > 0

@@ -70,8 +70,12 @@ def test_optuna_study_shared_by_two_processes(postgres_server):
     # tests/test_distributed.py starts its workers on a fresh database.
     optuna.storages.RDBStorage(storage_url).engine.dispose()
     workers = [
-        subprocess.Popen([sys.executable, "-c", _OPTUNA_WORKER, storage_url, name, str(seed)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _OPTUNA_WORKER, storage_url, name, str(seed)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for seed in (1, 2)
     ]
     for worker in workers:
@@ -126,7 +130,9 @@ def test_mlflow_server_tracks_nested_runs_and_serves_artifacts(
     assert [m.step for m in history] == [0, 1, 2]
 
     downloaded = mlflow.artifacts.download_artifacts(
-        run_id=children[0], artifact_path="history.csv", dst_path=str(tmp_path / "back"),
+        run_id=children[0],
+        artifact_path="history.csv",
+        dst_path=str(tmp_path / "back"),
         tracking_uri=url,
     )
     assert Path(downloaded).read_text() == note.read_text()
@@ -148,9 +154,15 @@ def test_repo_mlflow_folder_does_not_shadow_the_library():
     """`mlflow/` (the server image) sits at the repo root; `import mlflow` must still get the library."""
     assert not (REPO / "mlflow" / "__init__.py").exists()
     result = subprocess.run(
-        [sys.executable, "-c",
-         "import json, sys, mlflow; print(json.dumps([sys.path[0], mlflow.__file__]))"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "import json, sys, mlflow; print(json.dumps([sys.path[0], mlflow.__file__]))",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     first_path, module_file = json.loads(result.stdout.strip().splitlines()[-1])

@@ -23,8 +23,14 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 REPO = Path(__file__).resolve().parent.parent
 TRIALS = 2
@@ -40,13 +46,35 @@ def _cli_available() -> bool:
 
 
 def _log_with_cli(study: str, storage: str, tracking_uri: str, workdir: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE")
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "search", "run", "--space", "quick", "--study", study,
-               "--trials", str(TRIALS), "--epochs", str(EPOCHS), "--max-rows", "6000",
-               "--data", "jena-2020", "--storage", storage, "--tracking-uri", tracking_uri]
-    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True,
-                            timeout=1200)
+    command = [
+        sys.executable,
+        "-m",
+        "search",
+        "run",
+        "--space",
+        "quick",
+        "--study",
+        study,
+        "--trials",
+        str(TRIALS),
+        "--epochs",
+        str(EPOCHS),
+        "--max-rows",
+        "6000",
+        "--data",
+        "jena-2020",
+        "--storage",
+        storage,
+        "--tracking-uri",
+        tracking_uri,
+    ]
+    result = subprocess.run(
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=1200
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
@@ -55,13 +83,18 @@ def _log_with_client(study: str, tracking_uri: str) -> None:
 
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = client.create_experiment(study)
-    parent = client.create_run(experiment_id, run_name=study,
-                               tags={"search.role": "study", "search.study": study})
+    parent = client.create_run(
+        experiment_id, run_name=study, tags={"search.role": "study", "search.study": study}
+    )
     for number in range(TRIALS):
         child = client.create_run(
-            experiment_id, run_name=f"trial-{number}",
-            tags={"mlflow.parentRunId": parent.info.run_id, "search.trial_number": str(number),
-                  "search.state": "COMPLETE"},
+            experiment_id,
+            run_name=f"trial-{number}",
+            tags={
+                "mlflow.parentRunId": parent.info.run_id,
+                "search.trial_number": str(number),
+                "search.state": "COMPLETE",
+            },
         )
         for epoch in range(EPOCHS):
             for name, value in (("loss", 1.0), ("mae", 0.9), ("val_loss", 1.1), ("val_mae", 1.0)):
@@ -127,6 +160,8 @@ def test_mlflow_ui_shows_the_study_its_trials_and_a_metric_chart(
 
             # The chart view: every trial's val_mae curve, side by side with the run list.
             page.locator("label:has(input[name=runs-view-mode][value=CHART])").click()
+            page.get_by_role("searchbox", name="Search metric charts").fill("val_mae")
+            expect(page.get_by_role("heading", name="val_mae", exact=True)).to_be_visible()
             for number in range(TRIALS):
                 expect(page.get_by_text(f"trial-{number} (val_mae)", exact=True)).to_be_visible()
             overview = _save(page, tmp_path, "mlflow-ui-study-runs.png")
@@ -135,6 +170,8 @@ def test_mlflow_ui_shows_the_study_its_trials_and_a_metric_chart(
             page.get_by_role("link", name="trial-0", exact=True).first.click()
             expect(page.get_by_role("heading", name="trial-0")).to_be_visible()
             page.get_by_role("tab", name="Model metrics").click()
+            page.get_by_role("searchbox", name="Search metric charts").fill("val_mae")
+            expect(page.get_by_role("heading", name="val_mae", exact=True)).to_be_visible()
             expect(page.get_by_text("trial-0 (val_mae)", exact=True)).to_be_visible()
             chart = page.locator("svg").filter(has=page.locator("text", has_text="Step"))
             expect(chart.first).to_be_visible()
