@@ -1,6 +1,6 @@
 # A `search` worker: joins the study named on its command line and runs trials until its share
 # is done. Many of them, on one or many machines, share one study through PostgreSQL and log to
-# one MLflow server. See docs/distributed.md.
+# one MLflow server. See "Run a distributed study" in README.md.
 #   docker build -t search-worker .
 #   docker run --rm -e SEARCH_STORAGE=postgresql://... -e MLFLOW_TRACKING_URI=http://... \
 #       search-worker --study jena --trials 10
