@@ -193,8 +193,10 @@ def run_study(options: RunOptions) -> optuna.Study:
         say(f"new study {options.study!r}: trial 0 is the space's book configuration")
     else:
         tracker.attach_parent_run(_wait_for_parent(study))
+        recovered = recover_crashed_trials(study, tracker)
         done = len(study.get_trials(deepcopy=False))
-        say(f"continuing study {options.study!r} ({done} trials so far)")
+        extra = f"; {recovered} trial(s) of a stopped worker marked FAIL" if recovered else ""
+        say(f"continuing study {options.study!r} ({done} trials so far{extra})")
 
     runner = TrialRunner(
         space=space,
@@ -284,6 +286,25 @@ def _retire(study: optuna.Study, options: RunOptions) -> None:
         tracker.client.set_terminated(parent, status="KILLED")
     except Exception:  # the old run may live in another tracking store; nothing to retire then
         pass
+
+
+CRASH_REASON = "its worker stopped sending heartbeats (crashed or killed)"
+
+
+def recover_crashed_trials(study: optuna.Study, tracker: Any) -> int:
+    """Fail the RUNNING trials of workers that died (Optuna's heartbeat) and close their MLflow
+    child runs to match; returns how many child runs were closed."""
+    optuna.storages.fail_stale_trials(study)  # a no-op on storages without heartbeats
+    closed = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if not run_id or "fail_reason" in trial.user_attrs:
+            continue
+        run = tracker.client.get_run(run_id)
+        if run.data.tags.get("search.state") == "RUNNING":
+            tracker.end_trial_run(run_id, "FAIL", CRASH_REASON)
+            closed += 1
+    return closed
 
 
 def _summarize(study: optuna.Study, tracker: Any, status: str) -> None:

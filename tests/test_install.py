@@ -17,8 +17,18 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("hatchling", reason="hatchling (the build backend) is not installed")
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(out), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(REPO),
+        ],
         check=True,
     )
     (path,) = out.glob("search-*.whl")
@@ -33,10 +43,22 @@ def test_wheel_contains_data_manifest_and_spaces(wheel: Path) -> None:
     assert not any(n.startswith(("mlflow/", "data/", "spaces/")) for n in names)
 
 
-def test_installed_wheel_loads_data_and_spaces_from_any_directory(wheel: Path, tmp_path: Path) -> None:
+def test_installed_wheel_loads_data_and_spaces_from_any_directory(
+    wheel: Path, tmp_path: Path
+) -> None:
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
         check=True,
     )
     code = (
@@ -48,8 +70,12 @@ def test_installed_wheel_loads_data_and_spaces_from_any_directory(wheel: Path, t
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=workdir, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, check=False,
+        [sys.executable, "-c", code],
+        cwd=workdir,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     rows, spaces = result.stdout.split()

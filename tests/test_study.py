@@ -108,3 +108,83 @@ def test_storage_env_var_and_default(tmp_path: Path, monkeypatch) -> None:
 def test_bad_storage_urls(url: str) -> None:
     with pytest.raises(StorageError):
         resolve_storage_url(url)
+
+
+@pytest.mark.slow
+def test_resume_after_a_crash_fails_the_dead_trial_and_goes_on(tmp_path: Path, monkeypatch) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import search.storage
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "search",
+            "run",
+            "--study",
+            "crash",
+            "--trials",
+            "3",
+            "--epochs",
+            "30",
+            "--max-rows",
+            "7000",
+            "--storage",
+            storage,
+            "--tracking-uri",
+            tracking,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE")
+        },
+    )
+    deadline = time.monotonic() + 180
+    for line in worker.stdout:  # wait until trial 0 is training, then kill the worker hard
+        if "trial 0 epoch 1/" in line or time.monotonic() > deadline:
+            break
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    crashed = optuna.load_study(study_name="crash", storage=storage)
+    assert crashed.trials[0].state == optuna.trial.TrialState.RUNNING
+
+    monkeypatch.setattr(search.storage, "GRACE_PERIOD_S", 1)  # don't wait two minutes here
+    time.sleep(2)
+    lines: list[str] = []
+    study = run_study(
+        RunOptions(
+            study="crash",
+            storage=storage,
+            tracking_uri=tracking,
+            trials=1,
+            epochs=1,
+            print_fn=lines.append,
+        )
+    )
+    assert any("marked FAIL" in line for line in lines), lines
+    assert [t.state.name for t in study.trials][0] == "FAIL"
+    assert study.trials[1].state.name in ("COMPLETE", "PRUNED")
+    assert study.trials[1].params.keys() <= {
+        "architecture",
+        "lookback_hours",
+        "learning_rate",
+        "lstm.units",
+        "gru.units",
+        "dense.units",
+    }  # space remembered
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+    dead = client.get_run(study.trials[0].user_attrs["mlflow_run_id"])
+    assert dead.data.tags["search.state"] == "FAIL"
+    assert "heartbeats" in dead.data.tags["search.fail_reason"]
