@@ -174,8 +174,17 @@ def test_resuming_with_another_space_is_refused(first_run, workdir: Path) -> Non
 def test_a_study_runs_on_the_jax_backend(tmp_path: Path) -> None:
     pytest.importorskip("jax", reason="jax is not installed (pip install jax)")
     result = run_cli(
-        "run", "--study", "jax", "--trials", "1", "--epochs", "1", "--max-rows", ROWS,
-        cwd=tmp_path, env={"KERAS_BACKEND": "jax"},
+        "run",
+        "--study",
+        "jax",
+        "--trials",
+        "1",
+        "--epochs",
+        "1",
+        "--max-rows",
+        ROWS,
+        cwd=tmp_path,
+        env={"KERAS_BACKEND": "jax"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")

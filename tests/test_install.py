@@ -63,9 +63,9 @@ def test_installed_wheel_loads_data_and_spaces_from_any_directory(
     )
     code = (
         "import search._resources as r, search.datasets as d, search.spaces as s;"
-        "assert str(r.data_dir()).startswith(%r), r.data_dir();"
+        f"assert str(r.data_dir()).startswith({str(target)!r}), r.data_dir();"
         "ds = d.load_dataset('jena-2020'); print(len(ds.values));"
-        "print(len(s.list_spaces()))" % str(target)
+        "print(len(s.list_spaces()))"
     )
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()

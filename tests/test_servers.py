@@ -138,7 +138,9 @@ def test_mlflow_server_tracks_nested_runs_and_serves_artifacts(
     assert Path(downloaded).read_text() == note.read_text()
     # The bytes live under the server's --artifacts-destination, not in the client's directory.
     # (The server is shared by the session's tests: look for this run's file only.)
-    stored = [p for p in mlflow_server_process.artifacts_dir.rglob("history.csv") if children[0] in str(p)]
+    stored = [
+        p for p in mlflow_server_process.artifacts_dir.rglob("history.csv") if children[0] in str(p)
+    ]
     assert len(stored) == 1
 
     # ... and the run records live in PostgreSQL.

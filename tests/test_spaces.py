@@ -235,7 +235,10 @@ def test_conv_stack_too_deep_for_the_shortest_window(tmp_path):
         ("name: x\ndescription: [unclosed\n", "malformed YAML at line"),
         ("- just\n- a list\n", "expected a mapping"),
         ("name: x\narchitecture: lstm\nparams: {}\n", "description: missing (required)"),
-        ("description: d\nparams: {}\nbook: {}\n", "give either 'architecture: NAME' or 'architectures:'"),
+        (
+            "description: d\nparams: {}\nbook: {}\n",
+            "give either 'architecture: NAME' or 'architectures:'",
+        ),
         ("description: d\narchitecture: lstm\nparams: {}\nepochs: 3\n", "epochs: unknown key"),
         (
             "description: d\narchitecture: lstm\nparams: {}\nfixed: {optimizer: adamm}\n",
