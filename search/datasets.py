@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -253,7 +254,7 @@ def _fetch_jena(
             with os.fdopen(fd, "wb") as out:
                 request = urllib.request.Request(url, headers={"User-Agent": "search-data/0.1"})
                 with urllib.request.urlopen(request, timeout=timeout) as response:
-                    shutil.copyfileobj(response, out, length=1 << 20)
+                    _copy_with_progress(response, out, url)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise DataError(
@@ -263,6 +264,22 @@ def _fetch_jena(
         return target, _install_jena_archive(part, target, expected)
     finally:
         part.unlink(missing_ok=True)
+
+
+def _copy_with_progress(response: Any, out: Any, url: str) -> None:
+    """Copy a download to ``out``, showing MB done (of the total) on a terminal's stderr."""
+    total = int(response.headers.get("Content-Length") or 0)
+    show = sys.stderr.isatty()
+    done = 0
+    while chunk := response.read(1 << 20):
+        out.write(chunk)
+        done += len(chunk)
+        if show:
+            of = f" of {total / 1e6:.1f}" if total else ""
+            sys.stderr.write(f"\rdownloading {url}: {done / 1e6:.1f}{of} MB")
+            sys.stderr.flush()
+    if show:
+        sys.stderr.write("\n")
 
 
 def _install_jena_archive(archive: Path, target: Path, expected: str) -> str:
