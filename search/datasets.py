@@ -461,7 +461,7 @@ def load_dataset(
     if time_column is None:
         time_column = _DEFAULT_TIME_COLUMNS.get(source)
     auto_time = time_column is None
-    if auto_time:
+    if time_column is None:
         if not columns:
             raise DataError(f"{path}: the file has no columns")
         time_column = columns[0]
@@ -736,13 +736,13 @@ def _repair(
 
     pos = (t - t[0]) // step
     jumps = np.flatnonzero(np.diff(pos) > 1)
-    gaps = []
-    for k in jumps:
-        missing = int(pos[k + 1] - pos[k] - 1)
+    gaps: list[dict[str, Any]] = []
+    for jump in jumps:
+        missing = int(pos[jump + 1] - pos[jump] - 1)
         gaps.append(
             {
-                "start": _iso_ns(int(t[k]) + step),
-                "end": _iso_ns(int(t[k + 1]) - step),
+                "start": _iso_ns(int(t[jump]) + step),
+                "end": _iso_ns(int(t[jump + 1]) - step),
                 "missing_steps": missing,
             }
         )
@@ -799,7 +799,7 @@ def _longest_run(mask: np.ndarray) -> tuple[int, int]:
 
 
 def _iso(value: np.datetime64) -> str:
-    return str(np.datetime_as_string(np.datetime64(value, "s"), unit="s")).replace("T", " ")
+    return str(np.datetime_as_string(value.astype("datetime64[s]"), unit="s")).replace("T", " ")
 
 
 def _iso_ns(ns: int) -> str:

@@ -210,7 +210,7 @@ def build_conv1d(
         "conv1d",
         f"global_pool must be 'average' or 'max', got {global_pool!r}",
     )
-    conv = dict(
+    conv: dict[str, Any] = dict(
         kernel_size=kernel_size, layers=layers, pool_size=pool_size, halve_kernel=halve_kernel
     )
     _check_conv_length("conv1d", input_shape, **conv)
@@ -432,7 +432,7 @@ def build_conv_gru(
     _check_rates(
         "conv_gru", dropout=dropout, recurrent_dropout=recurrent_dropout, head_dropout=head_dropout
     )
-    conv = dict(
+    conv: dict[str, Any] = dict(
         kernel_size=kernel_size, layers=conv_layers, pool_size=pool_size, halve_kernel=False
     )
     _check_conv_length("conv_gru", input_shape, **conv)

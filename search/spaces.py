@@ -499,6 +499,7 @@ class Space(BaseModel):
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample one configuration with ``trial.suggest_*``; returns Optuna name -> value."""
         params: dict[str, Any] = {}
+        architecture: str | None
         if self.architectures is not None:
             architecture = trial.suggest_categorical("architecture", list(self.architectures))
             params["architecture"] = architecture
@@ -509,6 +510,7 @@ class Space(BaseModel):
             if entry.constant:
                 continue
             spec = entry.spec
+            value: Any
             if isinstance(spec, IntParam):
                 value = trial.suggest_int(
                     optuna_name, spec.low, spec.high, step=spec.step, log=spec.log

@@ -321,6 +321,7 @@ def _summarize(study: optuna.Study, tracker: Any, status: str) -> None:
     metrics: dict[str, float] = {f"trials_{k.lower()}": v for k, v in counts.items() if v}
     try:
         best = study.best_trial
+        assert best.value is not None  # best_trial only returns COMPLETE trials, which have one
         metrics["best_val_mae"] = float(best.value)
         skill = best.user_attrs.get("skill")
         if skill is not None and math.isfinite(skill):

@@ -348,7 +348,7 @@ class WindowDataset(keras.utils.PyDataset):
             positions = np.arange(
                 self.num_windows, dtype="int32" if self.num_windows < 2**31 - 1 else "int64"
             )
-            self._rng = np.random.RandomState(seed)
+            self._rng: np.random.RandomState | None = np.random.RandomState(seed)
             self._rng.shuffle(positions)
             self._order = positions.astype(np.int64) + base
         else:

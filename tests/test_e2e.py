@@ -223,7 +223,7 @@ def test_a_study_on_a_users_hourly_csv(tmp_path: Path) -> None:
     stamps = np.datetime64("2024-01-01T00:00") + hours.astype("timedelta64[h]")
     lines = ["timestamp,temp_c,pressure,ignored"] + [
         f"{str(t).replace('T', ' ')}:00,{a:.3f},{b:.2f},x"
-        for t, a, b in zip(stamps, temp, pressure)
+        for t, a, b in zip(stamps, temp, pressure, strict=True)
     ]
     (tmp_path / "station.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "tiny.yaml").write_text(TINY_SPACE)

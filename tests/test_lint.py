@@ -1,4 +1,4 @@
-"""The code stays lint-clean and formatted (ruff), as STYLE.md asks."""
+"""The code stays lint-clean and formatted (ruff) and type-checks (mypy), as STYLE.md asks."""
 
 from __future__ import annotations
 
@@ -29,4 +29,12 @@ def test_ruff_format() -> None:
     result = subprocess.run(
         [*_ruff(), "format", "--check", *PATHS], cwd=REPO, capture_output=True, text=True
     )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy() -> None:
+    exe = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
+    if exe is None:
+        pytest.skip("mypy is not installed (it is in the test extras)")
+    result = subprocess.run([exe, "search"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
