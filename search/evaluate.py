@@ -17,7 +17,7 @@ def evaluate_best_on_test(study: optuna.Study, tracking_uri: str) -> dict[str, A
     from search.datasets import load_dataset
     from search.spaces import load_space
     from search.tracking import StudyTracker
-    from search.windows import WindowSpec, baseline_mae, make_windows, prepare
+    from search.windows import baseline_mae, make_windows, prepare
 
     try:
         best = study.best_trial
@@ -43,12 +43,8 @@ def evaluate_best_on_test(study: optuna.Study, tracking_uri: str) -> dict[str, A
     if attrs.get("max_rows"):
         dataset = dataset.head(int(attrs["max_rows"]))
     prepared = prepare(dataset)
-    spec = WindowSpec(
-        lookback_hours=config.lookback_hours,
-        sampling_rate=config.sampling_rate,
-        horizon_hours=config.horizon_hours,
-        target_steps=config.target_steps,
-        steps_per_hour=dataset.steps_per_hour,
+    spec = prepared.spec(
+        config.lookback_hours, config.sampling_rate, config.horizon_hours, config.target_steps
     )
     tracker = StudyTracker(tracking_uri, study.study_name)
     model_path = tracker.download(run_id, "model/model.keras")

@@ -116,7 +116,7 @@ def run_study(options: RunOptions) -> optuna.Study:
     from search.spaces import load_space
     from search.tracking import StudyTracker, ui_command
     from search.trial import TrialRunner
-    from search.windows import WindowSpec, baseline_mae, prepare
+    from search.windows import baseline_mae, prepare
 
     say = options.print_fn
     storage = open_storage(options.storage)
@@ -149,12 +149,8 @@ def run_study(options: RunOptions) -> optuna.Study:
     created, study = _create_or_join(options, storage, seed)
     tracker = StudyTracker(options.tracking_uri, options.study)
     book = space.resolve(space.book_params())
-    book_spec = WindowSpec(
-        lookback_hours=book.lookback_hours,
-        sampling_rate=book.sampling_rate,
-        horizon_hours=book.horizon_hours,
-        target_steps=book.target_steps,
-        steps_per_hour=dataset.steps_per_hour,
+    book_spec = prepared.spec(
+        book.lookback_hours, book.sampling_rate, book.horizon_hours, book.target_steps
     )
     study_baseline = baseline_mae(prepared, book_spec, "val")
     if created:
@@ -201,7 +197,6 @@ def run_study(options: RunOptions) -> optuna.Study:
     runner = TrialRunner(
         space=space,
         prepared=prepared,
-        steps_per_hour=dataset.steps_per_hour,
         tracker=tracker,
         seed=seed,
         epochs=options.epochs,

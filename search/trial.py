@@ -23,7 +23,7 @@ import numpy as np
 import optuna
 
 from search.models import build_model
-from search.windows import Prepared, WindowSpec, baseline_mae, make_windows
+from search.windows import Prepared, baseline_mae, make_windows
 
 if TYPE_CHECKING:
     from search.spaces import Space, TrialConfig
@@ -118,7 +118,6 @@ class TrialRunner:
 
     space: Space
     prepared: Prepared
-    steps_per_hour: float
     tracker: StudyTracker
     seed: int
     epochs: int | None = None
@@ -169,14 +168,9 @@ class TrialRunner:
 
     def _train(self, trial: optuna.Trial, config: TrialConfig, run_id: str) -> float:
         keras.utils.set_random_seed(self.seed + trial.number)
-        spec = WindowSpec(
-            lookback_hours=config.lookback_hours,
-            sampling_rate=config.sampling_rate,
-            horizon_hours=config.horizon_hours,
-            target_steps=config.target_steps,
-            steps_per_hour=self.steps_per_hour,
+        spec = self.prepared.spec(
+            config.lookback_hours, config.sampling_rate, config.horizon_hours, config.target_steps
         )
-        spec.validate()
         train = make_windows(
             self.prepared,
             spec,
