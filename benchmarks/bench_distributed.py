@@ -43,6 +43,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 sys.path.insert(0, str(REPO))  # for tests.servers; `mlflow/` there has no __init__.py, so
 # `import mlflow` still finds the library (tests/test_servers.py checks this).
 
+from tests.cli_helpers import search_command  # noqa: E402
 from tests.servers import MLFLOW_DATABASE, start_mlflow_server, start_postgres  # noqa: E402
 
 TINY_SPACE = """\
@@ -88,10 +89,7 @@ def run_workers(
     for seed, trials in enumerate(split(args.trials, workers)):
         folder = workdir / f"{study}-worker-{seed}"
         folder.mkdir(parents=True)
-        command = [
-            sys.executable,
-            "-m",
-            "search",
+        command = search_command(
             "run",
             "--space",
             str(space),
@@ -111,7 +109,7 @@ def run_workers(
             str(args.epochs),
             "--seed",
             str(seed),
-        ]
+        )
         log = open(folder / "worker.log", "w")
         procs.append(
             (
@@ -173,7 +171,7 @@ def measure_storage_only(
     import optuna
     from mlflow import MlflowClient
 
-    from search.tracking import StudyTracker
+    from search.tracking import open_tracker
 
     client = MlflowClient(tracking_uri=tracking_uri)
     artifacts = Path(client.download_artifacts(source_run_id, "", str(workdir / "artifacts")))
@@ -191,7 +189,8 @@ def measure_storage_only(
 
     storage_url = pg.create_database(f"optuna_bench_storage_{uuid.uuid4().hex[:6]}")
     study = optuna.create_study(study_name="bench-storage-only", storage=storage_url)
-    tracker = StudyTracker(tracking_uri, f"bench-storage-only-{uuid.uuid4().hex[:6]}")
+    tracker = open_tracker(tracking_uri, f"bench-storage-only-{uuid.uuid4().hex[:6]}")
+    tracker.open()
     tracker.create_parent_run(params={"benchmark": "storage-only"}, tags={})
     optuna_s, mlflow_s = [], []
     for _ in range(args.storage_reps):

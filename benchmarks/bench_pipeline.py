@@ -33,8 +33,10 @@ warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from search.datasets import load_dataset  # noqa: E402
-from search.windows import WindowSpec, make_windows, prepare  # noqa: E402
+from search.data.geometry import WindowSpec  # noqa: E402
+from search.data.prepare import prepare  # noqa: E402
+from search.data.sources import load_dataset  # noqa: E402
+from search.data.windows import make_windows  # noqa: E402
 
 BATCH = 256
 SEED = 1337

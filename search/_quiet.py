@@ -52,11 +52,6 @@ def quiet_python_loggers() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    try:
-        import optuna
+    from search.engines import quiet_logging
 
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        optuna.logging.disable_default_handler()
-    except ImportError:  # pragma: no cover - optuna is a dependency
-        pass
+    quiet_logging()

@@ -1,54 +1,41 @@
-"""Evaluate a study's best model once on the test split (the search itself never sees test data)."""
+"""Evaluate a study's best model once on the test split (the search itself never sees test data).
+
+The data is rebuilt from the study's record through the same code as the study.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import keras
-import optuna
-
+from search.engines import Engine
 from search.errors import SearchError
-from search.study import PARENT_ATTR
+from search.record import StudyRecord, load_study_data
 
 
-def evaluate_best_on_test(study: optuna.Study, tracking_uri: str) -> dict[str, Any]:
-    """Load the best trial's saved model from MLflow, evaluate it on the test split, log to the
-    study's parent run, and return the figures."""
-    from search.datasets import load_dataset
+def evaluate_best_on_test(engine: Engine, study: str, tracking_uri: str) -> dict[str, Any]:
+    """Load the best trial's saved model from the tracking store, evaluate it on the test split,
+    log to the study's parent run, and return the figures (with the target's ``unit``)."""
+    import keras
+
+    from search.data.references import baseline_mae
+    from search.data.windows import make_windows
     from search.spaces import load_space
-    from search.tracking import StudyTracker
-    from search.windows import baseline_mae, make_windows, prepare
+    from search.tracking import open_tracker
 
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise SearchError(
-            f"study {study.study_name!r} has no completed trial to evaluate"
-        ) from None
-    attrs = study.user_attrs
-    run_id = best.user_attrs.get("mlflow_run_id")
-    parent = attrs.get(PARENT_ATTR)
+    best = engine.best()
+    if best is None:
+        raise SearchError(f"study {study!r} has no completed trial to evaluate")
+    record = StudyRecord.from_attrs(engine.study_attrs())
+    run_id = best.attrs.get("mlflow_run_id")
+    parent = record.mlflow_parent_run_id
     if not run_id or not parent:
-        raise SearchError(
-            f"study {study.study_name!r} has no MLflow runs recorded; cannot find its model"
-        )
-    space = load_space(attrs.get("space", "quick"))
-    config = space.resolve(best.params)
-    dataset = load_dataset(
-        attrs.get("data", "jena-2020"),
-        time_column=attrs.get("time_column"),
-        target=attrs.get("target"),
-        features=attrs.get("features"),
-    )
-    if attrs.get("max_rows"):
-        dataset = dataset.head(int(attrs["max_rows"]))
-    prepared = prepare(dataset)
-    spec = prepared.spec(
-        config.lookback_hours, config.sampling_rate, config.horizon_hours, config.target_steps
-    )
-    tracker = StudyTracker(tracking_uri, study.study_name)
+        raise SearchError(f"study {study!r} has no MLflow runs recorded; cannot find its model")
+    config = load_space(record.space).resolve(best.params)
+    dataset, prepared = load_study_data(record)
+    spec = config.window(prepared.steps_per_hour)
+    tracker = open_tracker(tracking_uri, study)
     model_path = tracker.download(run_id, "model/model.keras")
-    import search.models  # noqa: F401  (registers the custom layers for deserialization)
+    import search.training.models  # noqa: F401  (registers the custom layers for deserialization)
 
     model = keras.models.load_model(model_path, compile=False)
     model.compile(loss=config.loss, metrics=["mae"])
@@ -64,4 +51,4 @@ def evaluate_best_on_test(study: optuna.Study, tracking_uri: str) -> dict[str, A
     tracker.log_metrics(parent, figures)
     tracker.set_tags(parent, {"search.test_evaluated_trial": best.number})
     tracker.log_metrics(run_id, figures)
-    return {**figures, "parent_run_id": parent, "trial": best.number}
+    return {**figures, "parent_run_id": parent, "trial": best.number, "unit": dataset.unit}

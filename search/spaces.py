@@ -38,7 +38,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -59,16 +59,14 @@ from pydantic import (
     model_validator,
 )
 
-from search import models
 from search._resources import spaces_dir
+from search.data.geometry import JENA_STEPS_PER_HOUR, WindowSpec, lookback_steps
 from search.errors import SpaceError
+from search.training import models
 
-if TYPE_CHECKING:
-    import keras_tuner
-    import optuna
-
-ROWS_PER_HOUR = 6
-"""The Jena record has one row per 10 minutes."""
+ROWS_PER_HOUR = JENA_STEPS_PER_HOUR
+"""Spaces are checked on the Jena grid (one row per 10 minutes); a trial re-checks its windows
+on its series' own grid."""
 
 TRAINING_PARAMETERS = ("lookback_hours", "sampling_rate", "learning_rate", "batch_size")
 """Parameters every space sets (sampled or constant) besides the model's own."""
@@ -81,8 +79,8 @@ BOOK_PROTOCOL: dict[str, Any] = {
 }
 """The 2nd edition's protocol: used for a book configuration that leaves these out."""
 
-OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd", "nadam")
-"""Optimizer names a space may fix (those search.trial.make_optimizer builds)."""
+OPTIMIZERS = tuple(models.OPTIMIZERS)
+"""Optimizer names a space may fix (those search.training.models.make_optimizer builds)."""
 LOSSES = ("mse", "mae", "huber", "log_cosh", "mean_squared_error", "mean_absolute_error")
 """Keras loss names a space may fix."""
 
@@ -395,7 +393,7 @@ class Space(BaseModel):
                         "architectures.<name>"
                     )
         for architecture in self.candidate_architectures:
-            _validate_branch(architecture, self._branch(architecture))
+            _validate_branch(architecture, self.branch(architecture))
         self._validate_book()
         return self
 
@@ -408,7 +406,7 @@ class Space(BaseModel):
                 f"book.architecture: {architecture!r} is not in this space "
                 f"({', '.join(self.candidate_architectures)})"
             )
-        branch = self._branch(architecture)
+        branch = self.branch(architecture)
         by_name = {entry.name: entry for entry in branch.values()}
         for name, value in self.book.params.items():
             if name not in by_name:
@@ -440,7 +438,7 @@ class Space(BaseModel):
             raise ValueError(f"book.params: {problem}")
 
     def _book_value(self, architecture: str, name: str) -> Any:
-        entry = next(e for e in self._branch(architecture).values() if e.name == name)
+        entry = next(e for e in self.branch(architecture).values() if e.name == name)
         if entry.constant:
             return entry.spec
         if name in self.book.params:
@@ -465,7 +463,7 @@ class Space(BaseModel):
         """Whether the architecture itself is searched (parameters conditional on it)."""
         return self.architectures is not None
 
-    def _branch(self, architecture: str) -> dict[str, _Entry]:
+    def branch(self, architecture: str) -> dict[str, _Entry]:
         """The parameters of one architecture, keyed by Optuna name."""
         entries = {
             name: _Entry(name, name, f"params.{name}", spec) for name, spec in self.params.items()
@@ -479,110 +477,34 @@ class Space(BaseModel):
                 )
         return entries
 
-    def _sampled(self) -> Iterator[tuple[str, _Entry, str]]:
+    def sampled(self) -> Iterator[tuple[str, _Entry, str]]:
         """(optuna_name, entry, architecture) of every sampled parameter, each name once."""
         seen: set[str] = set()
         for architecture in self.candidate_architectures:
-            for optuna_name, entry in self._branch(architecture).items():
+            for optuna_name, entry in self.branch(architecture).items():
                 if not entry.constant and optuna_name not in seen:
                     seen.add(optuna_name)
                     yield optuna_name, entry, architecture
 
-    def _users(self, optuna_name: str) -> list[str]:
-        return [a for a in self.candidate_architectures if optuna_name in self._branch(a)]
+    def users(self, optuna_name: str) -> list[str]:
+        return [a for a in self.candidate_architectures if optuna_name in self.branch(a)]
 
     def _label(self) -> str:
         return str(self.path) if self.path is not None else f"space {self.name!r}"
 
-    # ------------------------------------------------------------------ Optuna
-
-    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Sample one configuration with ``trial.suggest_*``; returns Optuna name -> value."""
-        params: dict[str, Any] = {}
-        architecture: str | None
-        if self.architectures is not None:
-            architecture = trial.suggest_categorical("architecture", list(self.architectures))
-            params["architecture"] = architecture
-        else:
-            architecture = self.architecture
-        assert architecture is not None
-        for optuna_name, entry in self._branch(architecture).items():
-            if entry.constant:
-                continue
-            spec = entry.spec
-            value: Any
-            if isinstance(spec, IntParam):
-                value = trial.suggest_int(
-                    optuna_name, spec.low, spec.high, step=spec.step, log=spec.log
-                )
-            elif isinstance(spec, FloatParam):
-                value = trial.suggest_float(
-                    optuna_name, spec.low, spec.high, step=spec.step, log=spec.log
-                )
-            else:
-                value = trial.suggest_categorical(optuna_name, spec.choices)
-            params[optuna_name] = value
-        return params
+    # ------------------------------------------------------------------ book
 
     def book_params(self) -> dict[str, Any]:
-        """The book configuration as ``suggest()`` would return it, for ``study.enqueue_trial``."""
+        """The book configuration as a trial's parameters (engine names), for enqueueing."""
         architecture = self.book.architecture or self.architecture
         assert architecture is not None
         params: dict[str, Any] = {}
         if self.architectures is not None:
             params["architecture"] = architecture
-        for optuna_name, entry in self._branch(architecture).items():
+        for optuna_name, entry in self.branch(architecture).items():
             if not entry.constant:
                 params[optuna_name] = self._book_value(architecture, entry.name)
         return params
-
-    def optuna_distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
-        """Every sampled parameter (conditional ones under their Optuna names) as a distribution."""
-        from optuna.distributions import (
-            CategoricalDistribution,
-            FloatDistribution,
-            IntDistribution,
-        )
-
-        distributions: dict[str, Any] = {}
-        if self.architectures is not None:
-            distributions["architecture"] = CategoricalDistribution(list(self.architectures))
-        for optuna_name, entry, _ in self._sampled():
-            spec = entry.spec
-            if isinstance(spec, IntParam):
-                distributions[optuna_name] = IntDistribution(
-                    spec.low, spec.high, log=spec.log, step=spec.step
-                )
-            elif isinstance(spec, FloatParam):
-                distributions[optuna_name] = FloatDistribution(
-                    spec.low, spec.high, log=spec.log, step=spec.step
-                )
-            else:
-                distributions[optuna_name] = CategoricalDistribution(spec.choices)
-        return distributions
-
-    # ------------------------------------------------------------------ keras-tuner
-
-    def keras_tuner_hyperparameters(self) -> keras_tuner.HyperParameters:
-        """The same space as keras-tuner ``HyperParameters``; defaults are the book configuration.
-
-        In a multi-architecture space, each architecture's parameters live in a
-        ``conditional_scope`` on ``architecture``.
-        """
-        import keras_tuner
-
-        hp = keras_tuner.HyperParameters()
-        book = self.book_params()
-        if self.architectures is not None:
-            hp.Choice("architecture", list(self.architectures), default=book.get("architecture"))
-        for optuna_name, entry, _ in self._sampled():
-            users = self._users(optuna_name)
-            if self.architectures is not None and len(users) < len(self.architectures):
-                with hp.conditional_scope("architecture", users):
-                    _register(hp, optuna_name, entry.spec, book.get(optuna_name))
-            else:
-                _register(hp, optuna_name, entry.spec, book.get(optuna_name))
-        return hp
 
     # ------------------------------------------------------------------ resolution
 
@@ -603,12 +525,12 @@ class Space(BaseModel):
         else:
             architecture = self.architecture
         assert architecture is not None
-        known = {"architecture"} | {name for name, _, _ in self._sampled()}
+        known = {"architecture"} | {name for name, _, _ in self.sampled()}
         unknown = sorted(set(params) - known)
         if unknown:
             raise SpaceError(f"{label}: {', '.join(unknown)}: not a parameter of this space")
         values: dict[str, Any] = {}
-        for optuna_name, entry in self._branch(architecture).items():
+        for optuna_name, entry in self.branch(architecture).items():
             if entry.constant:
                 values[entry.name] = entry.spec
                 continue
@@ -652,13 +574,13 @@ class Space(BaseModel):
             )
         else:
             lines.append(f"architecture: {self.architecture}")
-        sampled = list(self._sampled())
+        sampled = list(self.sampled())
         width = max([len(name) for name, _, _ in sampled] + [len("architecture"), 12])
         lines.append("searched parameters (Optuna name: distribution):")
         for optuna_name, entry, _ in sampled:
             note = ""
             if self.architectures is not None and "." not in optuna_name:
-                skipped = [a for a in self.architectures if a not in self._users(optuna_name)]
+                skipped = [a for a in self.architectures if a not in self.users(optuna_name)]
                 note = f"  (not for {', '.join(skipped)})" if skipped else ""
             lines.append(f"  {optuna_name:<{width}}  {entry.spec}{note}")
         if not sampled:
@@ -666,7 +588,7 @@ class Space(BaseModel):
         constants = [
             (optuna_name, entry)
             for a in self.candidate_architectures
-            for optuna_name, entry in self._branch(a).items()
+            for optuna_name, entry in self.branch(a).items()
             if entry.constant
         ]
         if constants:
@@ -714,25 +636,27 @@ class TrialConfig:
     horizon_hours: float
     target_steps: int
 
-    @property
-    def sequence_length(self) -> int:
-        """Time steps per window: lookback_hours * 6 rows, one step every sampling_rate rows."""
-        return round(self.lookback_hours * ROWS_PER_HOUR) // self.sampling_rate
-
-    @property
-    def delay(self) -> int:
-        """Rows from a window's first row to its target (ARCHITECTURES.md's formula)."""
-        return (self.sequence_length - 1) * self.sampling_rate + round(
-            self.horizon_hours * ROWS_PER_HOUR
+    def window(self, steps_per_hour: float) -> WindowSpec:
+        """This configuration's window geometry on a series with ``steps_per_hour`` rows per
+        hour (validated: a DataError if it does not window cleanly there)."""
+        spec = WindowSpec(
+            self.lookback_hours,
+            self.sampling_rate,
+            self.horizon_hours,
+            self.target_steps,
+            steps_per_hour,
         )
+        spec.validate()
+        return spec
 
-    def as_dict(self) -> dict[str, Any]:
-        """Flat name -> value (model arguments under their plain names), for MLflow params."""
+    def as_dict(self, steps_per_hour: float) -> dict[str, Any]:
+        """Flat name -> value (model arguments under their plain names), for MLflow params;
+        ``sequence_length`` is the window's on a series with ``steps_per_hour`` rows per hour."""
         flat: dict[str, Any] = {
             "architecture": self.architecture,
             "lookback_hours": self.lookback_hours,
             "sampling_rate": self.sampling_rate,
-            "sequence_length": self.sequence_length,
+            "sequence_length": self.window(steps_per_hour).sequence_length,
             "learning_rate": self.learning_rate,
             "batch_size": self.batch_size,
             "epochs": self.epochs,
@@ -863,17 +787,12 @@ def _validate_windows(architecture: str, by_name: dict[str, _Entry]) -> None:
         raise ValueError(f"{lookback.where}: too many lookback/sampling_rate combinations to check")
     shortest: int | None = None
     for hours, step in itertools.product(lookbacks, rates):
-        rows = hours * ROWS_PER_HOUR
-        if not _is_whole(rows):
-            raise ValueError(
-                f"{lookback.where}: {_show(hours)} h is not a whole number of 10-minute rows"
+        steps, problem = lookback_steps(hours, step)
+        if steps is None:
+            where = (
+                rate.where if problem and problem.startswith("sampling_rate") else lookback.where
             )
-        if round(rows) % step:
-            raise ValueError(
-                f"{rate.where}: sampling_rate {step} does not divide the lookback "
-                f"({_show(hours)} h = {round(rows)} rows)"
-            )
-        steps = round(rows) // step
+            raise ValueError(f"{where}: {problem}")
         shortest = steps if shortest is None else min(shortest, steps)
     conv = _conv_arguments(architecture)
     if conv is None or shortest is None:
@@ -909,49 +828,20 @@ def _conv_arguments(architecture: str) -> dict[str, str] | None:
 
 def _combination_problem(architecture: str, values: dict[str, Any]) -> str | None:
     """Why one concrete configuration cannot be windowed or built, or None."""
-    hours, step = values["lookback_hours"], values["sampling_rate"]
-    rows = hours * ROWS_PER_HOUR
-    if not _is_whole(rows):
-        return f"lookback_hours: {_show(hours)} h is not a whole number of 10-minute rows"
-    if round(rows) % step:
-        return f"sampling_rate: {step} does not divide the lookback ({_show(hours)} h = {round(rows)} rows)"
+    steps, problem = lookback_steps(values["lookback_hours"], values["sampling_rate"])
+    if steps is None:
+        assert problem is not None
+        if problem.startswith("sampling_rate"):
+            return "sampling_rate: " + problem.removeprefix("sampling_rate ")
+        return f"lookback_hours: {problem}"
     conv = _conv_arguments(architecture)
     if conv is None:
         return None
     defaults = models.builder_defaults(architecture)
     arguments = {key: values.get(parameter, defaults[parameter]) for key, parameter in conv.items()}
-    steps = round(rows) // step
     if models.conv_output_length(steps, **arguments) < 1:
         return f"lookback_hours: a window of {steps} steps is too short for the conv stack"
     return None
-
-
-def _register(hp: Any, name: str, spec: Any, default: Any) -> None:
-    if isinstance(spec, IntParam):
-        hp.Int(
-            name,
-            spec.low,
-            spec.high,
-            step=None if spec.log else spec.step,
-            sampling="log" if spec.log else "linear",
-            default=default,
-        )
-    elif isinstance(spec, FloatParam):
-        hp.Float(
-            name,
-            spec.low,
-            spec.high,
-            step=spec.step,
-            sampling="log" if spec.log else "linear",
-            default=default,
-        )
-    elif isinstance(spec.choices[0], bool):  # Choice would turn booleans into 0/1
-        if len(spec.choices) == 2:
-            hp.Boolean(name, default=bool(default) if default is not None else spec.choices[0])
-        else:
-            hp.Fixed(name, spec.choices[0])
-    else:
-        hp.Choice(name, list(spec.choices), default=default)
 
 
 # --------------------------------------------------------------------------- loading

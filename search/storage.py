@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from search.errors import StorageError
+from search.tracking.redact import redact
 
 if TYPE_CHECKING:
     import optuna
@@ -58,14 +59,14 @@ def resolve_storage_url(url: str | None) -> str:
 def _scheme(url: str) -> str:
     if ":" not in url:
         raise StorageError(
-            f"storage {url!r} is not a URL; expected sqlite:///FILE.db, postgresql://USER@HOST/DB "
+            f"storage {redact(url)!r} is not a URL; expected sqlite:///FILE.db, postgresql://USER@HOST/DB "
             "or journal:///FILE.log"
         )
     scheme = url.split(":", 1)[0].lower()
     base = scheme.split("+", 1)[0]
     if base not in (*_SQL_SCHEMES, "journal"):
         raise StorageError(
-            f"storage {url!r}: unknown scheme {scheme!r}; expected sqlite, postgresql, mysql or journal"
+            f"storage {redact(url)!r}: unknown scheme {scheme!r}; expected sqlite, postgresql, mysql or journal"
         )
     return base
 
@@ -107,7 +108,7 @@ def _check_postgres(url: str) -> None:
 
     parts = urlsplit(url)
     if not parts.path.strip("/"):
-        raise StorageError(f"storage {_redact(url)!r}: no database name after the host")
+        raise StorageError(f"storage {redact(url)!r}: no database name after the host")
     try:
         conn = psycopg2.connect(
             dbname=unquote(parts.path.lstrip("/")),
@@ -119,15 +120,8 @@ def _check_postgres(url: str) -> None:
         )
     except psycopg2.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot reach PostgreSQL storage {_redact(url)!r}: {first}") from None
+        raise StorageError(f"cannot reach PostgreSQL storage {redact(url)!r}: {first}") from None
     conn.close()
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(":" + parts.password + "@", ":***@", 1)
-    return url
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
@@ -159,13 +153,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             # (optuna/optuna#1092); the losers retry and find the tables made.
             if attempt == _SCHEMA_RETRIES - 1:
                 raise StorageError(
-                    f"cannot open storage {_redact(url)!r}: {_first_line(exc)}"
+                    f"cannot open storage {redact(url)!r}: {_first_line(exc)}"
                 ) from None
             time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
         except Exception as exc:  # SQLAlchemy raises many types; the user needs one line
-            raise StorageError(
-                f"cannot open storage {_redact(url)!r}: {_first_line(exc)}"
-            ) from None
+            raise StorageError(f"cannot open storage {redact(url)!r}: {_first_line(exc)}") from None
     raise AssertionError("unreachable")
 
 

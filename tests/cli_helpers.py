@@ -18,19 +18,32 @@ class Result:
     seconds: float
 
 
+def search_command(*args: str) -> list[str]:
+    """The `search` command line as a user runs it (``python -m search ARGS``), the one way tests
+    and benchmarks start it."""
+    return [sys.executable, "-m", "search", *args]
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without a user's MLflow/storage settings, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE", "MLFLOW_EXPERIMENT_NAME")
+    }
+    env.update(extra or {})
+    return env
+
+
 def run_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
 ) -> Result:
     """`python -m search ARGS` in ``cwd`` with a clean MLflow/storage environment."""
-    full_env = {
-        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE")
-    }
-    full_env.update(env or {})
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "search", *args],
+        search_command(*args),
         cwd=cwd,
-        env=full_env,
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

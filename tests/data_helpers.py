@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from search.datasets import JENA_FEATURES
+from search.data.sources import JENA_FEATURES
 
 TEN_MINUTES = np.timedelta64(10, "m")
 

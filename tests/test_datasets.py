@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search import datasets
 from search._resources import data_dir
-from search.datasets import (
+from search.data import sources as datasets
+from search.data.sources import (
     JENA_FEATURES,
     JENA_TARGET,
     SOURCES,

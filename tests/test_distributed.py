@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import cli_env, search_command
+
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = 2
 TRIALS_PER_WORKER = 2
@@ -24,10 +26,7 @@ WORKER_TIMEOUT_S = 1200
 
 def worker_command(study: str, storage: str, tracking_uri: str, seed: int) -> list[str]:
     """One worker, exactly as a user on another machine would start it (tiny and fast)."""
-    return [
-        sys.executable,
-        "-m",
-        "search",
+    return search_command(
         "run",
         "--space",
         "quick",
@@ -47,15 +46,11 @@ def worker_command(study: str, storage: str, tracking_uri: str, seed: int) -> li
         "1",
         "--seed",
         str(seed),
-    ]
+    )
 
 
 def worker_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE", "MLFLOW_EXPERIMENT_NAME")
-    }
+    env = cli_env()
     # Two workers on a 2-core machine: one thread pool each, so they do not fight for cores.
     env.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     env.setdefault("TF_NUM_INTEROP_THREADS", "1")

@@ -257,3 +257,17 @@ def test_a_study_on_a_users_hourly_csv(tmp_path: Path) -> None:
     )
     assert parent.data.params["target"] == "temp_c"
     assert parent.data.params["data"] == str(tmp_path / "station.csv")
+    # Window geometry comes from the series' own grid: 24 h of hourly rows is 24 steps (not 144),
+    # and every figure is in the target's own unit (its column name), never degC.
+    children = client.search_runs(
+        [client.get_experiment_by_name("tiny").experiment_id], "tags.`search.role` = 'trial'"
+    )
+    book = next(r for r in children if r.data.tags["search.trial_number"] == "0")
+    assert book.data.params["lookback_hours"] == "24"
+    assert book.data.params["sequence_length"] == "24"
+    assert "degC" not in result.stdout
+    assert "val MAE" in result.stdout and result.stdout.count(" temp_c") >= 3
+    trials = run_cli("trials", "tiny", cwd=tmp_path)
+    assert "val MAE (temp_c)" in trials.stdout and "degC" not in trials.stdout
+    best = run_cli("best", "tiny", cwd=tmp_path)
+    assert " temp_c" in best.stdout and "degC" not in best.stdout

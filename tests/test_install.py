@@ -62,7 +62,7 @@ def test_installed_wheel_loads_data_and_spaces_from_any_directory(
         check=True,
     )
     code = (
-        "import search._resources as r, search.datasets as d, search.spaces as s;"
+        "import search._resources as r, search.data.sources as d, search.spaces as s;"
         f"assert str(r.data_dir()).startswith({str(target)!r}), r.data_dir();"
         "ds = d.load_dataset('jena-2020'); print(len(ds.values));"
         "print(len(s.list_spaces()))"

@@ -14,8 +14,8 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from search.errors import SpaceError  # noqa: E402
-from search.models import ARCHITECTURES, BUILDERS, build_model, builder_parameters  # noqa: E402
 from search.spaces import load_space  # noqa: E402
+from search.training.models import ARCHITECTURES, BUILDERS, build_model, builder_parameters  # noqa: E402
 
 FEATURES = 14  # the Jena record's columns
 
@@ -264,7 +264,7 @@ def test_space_book_config_builds_the_book_model(name):
     config = load_space(name).resolve(load_space(name).book_params())
     model = build_model(
         config.architecture,
-        (config.sequence_length, FEATURES),
+        (config.window(6).sequence_length, FEATURES),
         config.target_steps,
         **config.model_kwargs,
     )
@@ -401,7 +401,7 @@ def test_build_model_rejects_unknown_names_and_bad_values():
 JAX_SMOKE = textwrap.dedent(
     """
     import numpy as np, keras
-    from search.models import build_model
+    from search.training.models import build_model
     assert keras.backend.backend() == "jax", keras.backend.backend()
     tiny = {tiny!r}
     for kwargs in tiny.values():  # one recurrent layer each: XLA compiles every scan

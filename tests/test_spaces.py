@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from search._resources import spaces_dir
+from search.engines import keras_tuner as keras_tuner_engine
+from search.engines import optuna as optuna_engine
 from search.errors import SpaceError
 from search.spaces import Space, TrialConfig, list_spaces, load_space
 
@@ -50,7 +52,7 @@ def test_shipped_space_loads_by_name_and_by_path(name):
     text = space.describe()
     assert name in text.splitlines()[0]
     assert "book configuration" in text and "epochs=" in text
-    for optuna_name in space.optuna_distributions():
+    for optuna_name in optuna_engine.distributions(space):
         assert optuna_name in text
 
 
@@ -280,7 +282,7 @@ def test_multi_architecture_space_validation(tmp_path):
     space = load_space(path)
     assert space.conditional
     assert space.book_params() == {"architecture": "lstm", "lookback_hours": 48, "lstm.units": 16}
-    assert set(space.optuna_distributions()) == {
+    assert set(optuna_engine.distributions(space)) == {
         "architecture",
         "lookback_hours",
         "lstm.units",
@@ -326,15 +328,19 @@ def test_resolve_gives_one_explicit_config():
         "reverse": False,
         "unroll": False,
     }
-    assert (config.lookback_hours, config.sampling_rate, config.sequence_length) == (120, 6, 120)
-    assert config.delay == 858  # the book's delay for 120 h at hourly steps, 24 h ahead
+    assert (config.lookback_hours, config.sampling_rate, config.window(6).sequence_length) == (
+        120,
+        6,
+        120,
+    )
+    assert config.window(6).delay == 858  # the book's delay for 120 h at hourly steps, 24 h ahead
     assert (config.epochs, config.optimizer, config.loss, config.patience) == (
         20,
         "rmsprop",
         "mse",
         3,
     )
-    flat = config.as_dict()
+    flat = config.as_dict(6)
     assert flat["units"] == 16 and flat["architecture"] == "lstm" and flat["sequence_length"] == 120
     assert all(isinstance(v, (str, int, float, bool)) for v in flat.values())
     settings = {
@@ -372,11 +378,11 @@ def test_optuna_samples_within_the_space_and_enqueues_the_book_first(name):
     optuna = pytest.importorskip("optuna")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(name)
-    distributions = space.optuna_distributions()
+    distributions = optuna_engine.distributions(space)
     configs: list[TrialConfig] = []
 
     def objective(trial):
-        params = space.suggest(trial)
+        params = optuna_engine.suggest(space, trial)
         configs.append(space.resolve(params))
         return 0.0
 
@@ -402,7 +408,7 @@ def test_optuna_samples_within_the_space_and_enqueues_the_book_first(name):
 
 def test_conditional_optuna_names_are_unique_per_architecture():
     space = load_space("all")
-    distributions = space.optuna_distributions()
+    distributions = optuna_engine.distributions(space)
     assert distributions["architecture"].choices == (
         "dense",
         "conv1d",
@@ -443,8 +449,8 @@ def _optuna_range(distribution) -> tuple:
 def test_keras_tuner_hyperparameters_mirror_the_optuna_space(name):
     pytest.importorskip("keras_tuner")
     space = load_space(name)
-    hp = space.keras_tuner_hyperparameters()
-    distributions = space.optuna_distributions()
+    hp = keras_tuner_engine.hyperparameters(space)
+    distributions = optuna_engine.distributions(space)
     registered = {p.name: p for p in hp.space}
     assert set(registered) == set(distributions)
     for param, distribution in distributions.items():
@@ -464,5 +470,5 @@ def test_keras_tuner_hyperparameters_mirror_the_optuna_space(name):
         config = space.resolve(sample.values)
         assert config.architecture in space.candidate_architectures
         assert math.isclose(
-            config.sequence_length * config.sampling_rate, config.lookback_hours * 6
+            config.window(6).sequence_length * config.sampling_rate, config.lookback_hours * 6
         )

@@ -10,10 +10,11 @@ import pytest
 
 from search.errors import SearchError, StorageError
 from search.storage import open_storage, resolve_storage_url
-from search.study import RunOptions, run_study
+from search.study import StudyRequest, run_study
+from tests.cli_helpers import cli_env, search_command
 
 
-def _options(tmp_path: Path, storage: str, **kw) -> RunOptions:
+def _options(tmp_path: Path, storage: str, **kw) -> StudyRequest:
     lines: list[str] = []
     defaults = dict(
         study="s",
@@ -24,16 +25,20 @@ def _options(tmp_path: Path, storage: str, **kw) -> RunOptions:
         trials=2,
         epochs=1,
         seed=3,
-        print_fn=lines.append,
+        progress=lines.append,
     )
     defaults.update(kw)
-    return RunOptions(**defaults)
+    return StudyRequest(**defaults)
+
+
+def _study(storage: str, name: str = "s") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(resolve_storage_url(storage)))
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, monkeypatch) -> None:
-    import search.trial
+    import search.training.trial
 
-    real = search.trial.build_model
+    real = search.training.trial.build_model
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -42,8 +47,10 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, monke
             raise ValueError("simulated out of memory")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(search.trial, "build_model", flaky)
-    study = run_study(_options(tmp_path, f"sqlite:///{tmp_path / 'o.db'}"))
+    monkeypatch.setattr(search.training.trial, "build_model", flaky)
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    run_study(_options(tmp_path, url))
+    study = _study(url)
     states = [t.state for t in study.trials]
     assert states[0] == optuna.trial.TrialState.FAIL
     assert "simulated out of memory" in study.trials[0].user_attrs["fail_reason"]
@@ -58,16 +65,18 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, monke
 def test_journal_storage_runs_and_resumes(tmp_path: Path) -> None:
     url = f"journal:///{tmp_path / 'study.log'}"
     run_study(_options(tmp_path, url, trials=1))
-    study = run_study(_options(tmp_path, url, trials=1, space=None))  # resumed: space remembered
+    run_study(_options(tmp_path, url, trials=1, space=None))  # resumed: space remembered
+    study = _study(url)
     assert [t.number for t in study.trials] == [0, 1]
     assert isinstance(open_storage(resolve_storage_url(url)), optuna.storages.JournalStorage)
 
 
 def test_fresh_starts_over_and_keeps_old_runs(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'o.db'}"
-    first = run_study(_options(tmp_path, url, trials=1))
-    old_parent = first.user_attrs["mlflow_parent_run_id"]
-    second = run_study(_options(tmp_path, url, trials=1, fresh=True))
+    run_study(_options(tmp_path, url, trials=1))
+    old_parent = _study(url).user_attrs["mlflow_parent_run_id"]
+    run_study(_options(tmp_path, url, trials=1, fresh=True))
+    second = _study(url)
     assert [t.number for t in second.trials] == [0]
     assert second.user_attrs["mlflow_parent_run_id"] != old_parent
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -112,10 +121,8 @@ def test_bad_storage_urls(url: str) -> None:
 
 @pytest.mark.slow
 def test_resume_after_a_crash_fails_the_dead_trial_and_goes_on(tmp_path: Path, monkeypatch) -> None:
-    import os
     import signal
     import subprocess
-    import sys
     import time
 
     import search.storage
@@ -123,10 +130,7 @@ def test_resume_after_a_crash_fails_the_dead_trial_and_goes_on(tmp_path: Path, m
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "search",
+        search_command(
             "run",
             "--study",
             "crash",
@@ -140,16 +144,12 @@ def test_resume_after_a_crash_fails_the_dead_trial_and_goes_on(tmp_path: Path, m
             storage,
             "--tracking-uri",
             tracking,
-        ],
+        ),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env={
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE")
-        },
+        env=cli_env(),
     )
     deadline = time.monotonic() + 180
     for line in worker.stdout:  # wait until trial 0 is training, then kill the worker hard
@@ -163,16 +163,17 @@ def test_resume_after_a_crash_fails_the_dead_trial_and_goes_on(tmp_path: Path, m
     monkeypatch.setattr(search.storage, "GRACE_PERIOD_S", 1)  # don't wait two minutes here
     time.sleep(2)
     lines: list[str] = []
-    study = run_study(
-        RunOptions(
+    run_study(
+        StudyRequest(
             study="crash",
             storage=storage,
             tracking_uri=tracking,
             trials=1,
             epochs=1,
-            print_fn=lines.append,
+            progress=lines.append,
         )
     )
+    study = _study(storage, "crash")
     assert any("marked FAIL" in line for line in lines), lines
     assert [t.state.name for t in study.trials][0] == "FAIL"
     assert study.trials[1].state.name in ("COMPLETE", "PRUNED")

@@ -14,18 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from search.datasets import Dataset, load_dataset
+from search.data.geometry import WindowSpec
+from search.data.prepare import Prepared, prepare
+from search.data.references import baseline_mae
+from search.data.sources import Dataset, load_dataset
+from search.data.splits import SPLITS, ChronologicalSplit, window_starts
+from search.data.windows import WindowDataset, make_windows
 from search.errors import DataError
-from search.windows import (
-    SPLITS,
-    Prepared,
-    WindowDataset,
-    WindowSpec,
-    baseline_mae,
-    make_windows,
-    prepare,
-    window_starts,
-)
 
 REPO = Path(__file__).resolve().parents[1]
 BOOK = WindowSpec(lookback_hours=120, sampling_rate=6, horizon_hours=24)
@@ -163,7 +158,7 @@ def test_constant_feature_is_centred_not_divided_by_zero() -> None:
 
 def test_bad_split_arguments() -> None:
     with pytest.raises(DataError, match="split fractions"):
-        prepare(synthetic(100), train_fraction=0.8, val_fraction=0.3)
+        prepare(synthetic(100), ChronologicalSplit(train_fraction=0.8, val_fraction=0.3))
     with pytest.raises(DataError, match="too short to split"):
         prepare(synthetic(3))
     with pytest.raises(DataError, match="split must be one of"):
@@ -205,7 +200,8 @@ def test_windows_equal_keras_timeseries_dataset_from_array(
 ) -> None:
     pytest.importorskip("tensorflow")
     prepared = prepare(
-        synthetic(n_rows, n_features, steps_per_hour, seed), train_fraction, val_fraction
+        synthetic(n_rows, n_features, steps_per_hour, seed),
+        ChronologicalSplit(train_fraction, val_fraction),
     )
     spec = WindowSpec(
         lookback_hours=sequence_length * sampling_rate / steps_per_hour,
@@ -404,17 +400,18 @@ def test_fit_accepts_the_windows() -> None:
 
 
 def test_pipeline_needs_no_tensorflow(tmp_path: Path) -> None:
-    source = "\n".join(
-        (REPO / "search" / name).read_text() for name in ("windows.py", "datasets.py")
-    )
+    source = "\n".join(path.read_text() for path in (REPO / "search" / "data").glob("*.py"))
     for forbidden in ("import tensorflow", "from tensorflow", "tf.data.Dataset", "tf.gather"):
         assert forbidden not in source
     script = textwrap.dedent(
         """
         import sys
         import numpy as np
-        from search.datasets import Dataset
-        from search.windows import WindowSpec, make_windows, prepare, baseline_mae
+        from search.data.sources import Dataset
+        from search.data.geometry import WindowSpec
+        from search.data.prepare import prepare
+        from search.data.references import baseline_mae
+        from search.data.windows import make_windows
         values = np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32)
         ds = Dataset("s", np.arange(300).astype("datetime64[h]").astype("datetime64[ns]"), values,
                      ["a", "b"], values[:, 0].copy(), "a", 1.0, {})

@@ -23,6 +23,26 @@ if TYPE_CHECKING:
 
 InputShape = tuple[int | None, int]
 
+OPTIMIZERS: dict[str, str] = {
+    "rmsprop": "RMSprop",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "sgd": "SGD",
+    "nadam": "Nadam",
+}
+"""Optimizer names a space may fix, and the ``keras.optimizers`` class each one builds."""
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    """The named optimizer (a key of OPTIMIZERS) with the given learning rate."""
+    try:
+        cls = getattr(_keras().optimizers, OPTIMIZERS[name.lower()])
+    except KeyError:
+        raise SpaceError(
+            f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}"
+        ) from None
+    return cls(learning_rate=learning_rate)
+
 
 def _keras():  # noqa: ANN202 - the module, imported on first use
     import keras

@@ -68,6 +68,8 @@ __all__ = [
     "fetch_jena_2009_2016",
     "jena_2009_2016_path",
     "load_dataset",
+    "target_index",
+    "unit_of",
     "validate_source",
 ]
 
@@ -132,10 +134,12 @@ class Dataset:
     @property
     def target_index(self) -> int | None:
         """Column of the target among the features, or None when it is not a feature."""
-        try:
-            return self.feature_names.index(self.target_name)
-        except ValueError:
-            return None
+        return target_index(self.feature_names, self.target_name)
+
+    @property
+    def unit(self) -> str:
+        """The target's unit, read from its column name (``T (degC)`` gives ``degC``)."""
+        return unit_of(self.target_name)
 
     def head(self, n_rows: int) -> Dataset:
         """The first ``n_rows`` rows (all of them if there are fewer); the report notes the cut."""
@@ -160,6 +164,25 @@ class Dataset:
             target=self.target[:n_rows],
             report=report,
         )
+
+
+def target_index(feature_names: list[str], target_name: str) -> int | None:
+    """Column of the target among the features, or None when it is not a feature."""
+    try:
+        return feature_names.index(target_name)
+    except ValueError:
+        return None
+
+
+def unit_of(target_name: str) -> str:
+    """The unit printed beside a target's values: what its column name gives in parentheses at
+    the end (``T (degC)`` gives ``degC``, ``p (mbar)`` gives ``mbar``), else the column's name."""
+    name = target_name.strip()
+    if name.endswith(")") and "(" in name:
+        unit = name[name.rindex("(") + 1 : -1].strip()
+        if unit:
+            return unit
+    return name
 
 
 # ----------------------------------------------------------------------------------------------

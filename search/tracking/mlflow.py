@@ -1,8 +1,8 @@
-"""The MLflow side of a study: one experiment per study, one parent run, one child run per trial.
+"""MLflow as the tracker: one experiment per study, one parent run, one child run per trial.
 
-Everything goes through `mlflow.MlflowClient` with explicit run ids (no fluent global state), so
-several trials or workers never mix their runs. `check_tracking_uri` imports nothing heavy and
-answers in about a second when a tracking server is unreachable.
+Everything goes through `mlflow.MlflowClient` with explicit run ids and an explicit tracking URI
+(no fluent global state, nothing set in a constructor), so several trials or workers never mix
+their runs. Only this module imports mlflow.
 """
 
 from __future__ import annotations
@@ -11,87 +11,57 @@ import json
 import os
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.errors import TrackingError
+from search.tracking.base import Tracker
+from search.tracking.redact import redact, redact_value
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-TRACKING_ENV = "MLFLOW_TRACKING_URI"
 ROLE_TAG = "search.role"
 STUDY_TAG = "search.study"
 
 
-def resolve_tracking_uri(uri: str | None) -> str:
-    """The flag, else ``$MLFLOW_TRACKING_URI``, else MLflow's local default ``sqlite:///mlflow.db``
-    in the working directory (made absolute so later commands find it from anywhere)."""
-    uri = uri or os.environ.get(TRACKING_ENV) or "sqlite:///mlflow.db"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).expanduser().resolve())
-    if "://" not in uri and not uri.startswith("databricks"):
-        # A bare path: MLflow's (deprecated) file store. Keep it working, absolute.
-        return str(Path(uri).expanduser().resolve())
-    return uri
-
-
-def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
-    """One-line `TrackingError` if an HTTP tracking server does not answer its health check, or a
-    local store's folder does not exist."""
-    if uri.startswith(("http://", "https://")):
-        health = uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(health, timeout=timeout) as response:  # noqa: S310
-                if response.status != 200:
-                    raise TrackingError(
-                        f"MLflow tracking server {uri} answered {response.status} on /health"
-                    )
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TrackingError(f"MLflow tracking server {uri} is unreachable: {reason}") from None
-        return
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///") :]).parent
-        if not folder.is_dir():
-            raise TrackingError(f"tracking URI {uri!r}: folder {str(folder)!r} does not exist")
-        return
-    scheme = uri.split("://", 1)[0] if "://" in uri else "file"
-    if scheme not in ("file", "postgresql", "mysql", "mssql", "databricks", "sqlite"):
-        raise TrackingError(
-            f"tracking URI {uri!r}: unknown scheme {scheme!r}; expected http(s)://HOST:PORT, "
-            "sqlite:///FILE.db or a folder"
-        )
-
-
-def ui_command(uri: str) -> str:
-    """The exact command (or address) that shows these results in the MLflow UI."""
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri}"
-
-
 def _stringify(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text[:6000]
+    return redact(text)[:6000]
 
 
-class StudyTracker:
-    """Logs one study to MLflow: the parent run and a child run per trial."""
+class MlflowTracker(Tracker):
+    """Logs one study to MLflow: the parent run and a child run per trial.
+
+    The constructor only remembers its arguments; :meth:`open` talks to the tracking store.
+    """
 
     def __init__(self, tracking_uri: str, study_name: str) -> None:
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        import mlflow
-
-        mlflow.set_tracking_uri(tracking_uri)
         self.tracking_uri = tracking_uri
         self.study_name = study_name
-        self.client: MlflowClient = mlflow.MlflowClient(tracking_uri=tracking_uri)
-        self.experiment_id = self._experiment(study_name)
+        self._client: MlflowClient | None = None
+        self._experiment_id: str | None = None
         self.parent_run_id: str | None = None
+
+    def open(self) -> str:
+        """Find or create the study's experiment; returns its id."""
+        if self._experiment_id is None:
+            self._experiment_id = self._experiment(self.study_name)
+        return self._experiment_id
+
+    @property
+    def experiment_id(self) -> str:
+        return self.open()
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
 
     # -- experiment and parent run -------------------------------------------------------------
     def _experiment(self, name: str) -> str:
@@ -112,7 +82,9 @@ class StudyTracker:
                 experiment = self.client.get_experiment_by_name(name)
                 if experiment is not None:
                     return experiment.experiment_id
-            raise TrackingError(f"MLflow refused experiment {name!r}: {exc.message}") from None
+            raise TrackingError(
+                f"MLflow refused experiment {name!r}: {redact(str(exc.message))}"
+            ) from None
 
     def create_parent_run(self, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         """Create the study's parent run and return its id."""
@@ -133,7 +105,8 @@ class StudyTracker:
             self.client.get_run(run_id)
         except MlflowException:
             raise TrackingError(
-                f"the study's parent run {run_id} is not in the tracking store {self.tracking_uri}; "
+                f"the study's parent run {run_id} is not in the tracking store "
+                f"{redact(self.tracking_uri)}; "
                 "use the tracking URI the study was started with (--tracking-uri)"
             ) from None
         self.parent_run_id = run_id
@@ -142,6 +115,12 @@ class StudyTracker:
     def finish_parent_run(self, status: str = "FINISHED") -> None:
         if self.parent_run_id:
             self.client.set_terminated(self.parent_run_id, status=status)
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
+    def terminate(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status=status)
 
     # -- logging helpers ---------------------------------------------------------------------
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -169,7 +148,7 @@ class StudyTracker:
         self.client.log_batch(run_id, tags=[RunTag(str(k), _stringify(v)) for k, v in tags.items()])
 
     def log_dict(self, run_id: str, payload: Any, artifact_file: str) -> None:
-        self.client.log_dict(run_id, payload, artifact_file)
+        self.client.log_dict(run_id, redact_value(payload), artifact_file)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)

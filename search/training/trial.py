@@ -1,8 +1,9 @@
-"""One trial, on one screen: sample -> windows -> model -> fit -> log.
+"""One trial, on one screen: handle.params -> windows -> build -> fit -> references -> log -> record.
 
-`TrialRunner` is the Optuna objective. Each trial is seeded, logs every epoch to its MLflow child
-run as it happens, reports val MAE to Optuna for pruning, keeps the best epoch's weights and frees
-Keras' memory afterwards. Any exception becomes a FAIL with its reason; the study goes on.
+`TrialRunner` is the objective every engine runs. Each trial is seeded, logs every epoch to its
+child run as it happens, reports val MAE to the engine's handle (which may stop it), keeps the
+best epoch's weights and frees Keras' memory afterwards. Any exception becomes a FAIL with its
+reason; the study goes on. Nothing here imports an engine or a tracking library.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
-import optuna
 
-from search.models import build_model
-from search.windows import Prepared, baseline_mae, make_windows
+from search.data.prepare import Prepared
+from search.data.references import baseline_mae
+from search.data.sources import unit_of
+from search.data.windows import make_windows
+from search.engines.base import TrialHandle, TrialPruned
+from search.training.models import build_model, make_optimizer
 
 if TYPE_CHECKING:
     from search.spaces import Space, TrialConfig
-    from search.tracking import StudyTracker
+    from search.tracking import Tracker
 
 
 class TrialFailed(Exception):
@@ -47,37 +51,22 @@ def backend_and_device() -> tuple[str, str]:
     ).lower()
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    classes = {
-        "rmsprop": keras.optimizers.RMSprop,
-        "adam": keras.optimizers.Adam,
-        "adamw": keras.optimizers.AdamW,
-        "sgd": keras.optimizers.SGD,
-        "nadam": keras.optimizers.Nadam,
-    }
-    try:
-        return classes[name.lower()](learning_rate=learning_rate)
-    except KeyError:
-        raise TrialFailed(
-            f"unknown optimizer {name!r}; expected one of {sorted(classes)}"
-        ) from None
-
-
-class EpochHook(keras.callbacks.Callback):
-    """Per epoch: log to MLflow, keep the best weights, report to Optuna (prune), show progress.
+class EpochMonitor(keras.callbacks.Callback):
+    """Per epoch: log, keep the best weights, stop early, and ask ``report(epoch, value)``
+    (the engine's handle) whether to stop; True means pruned.
 
     Works on every Keras backend: it only reads ``logs`` and the model's weights.
     """
 
     def __init__(
         self,
-        trial: optuna.Trial,
+        report: Callable[[int, float], bool],
         on_epoch: Callable[[int, dict[str, float]], None],
         monitor: str = "val_mae",
         patience: int = 3,
     ) -> None:
         super().__init__()
-        self.trial = trial
+        self.report = report
         self.on_epoch = on_epoch
         self.monitor = monitor
         self.patience = patience
@@ -102,8 +91,7 @@ class EpochHook(keras.callbacks.Callback):
             self.best_weights = self.model.get_weights()
         elif epoch - self.best_epoch >= self.patience:
             self.model.stop_training = True
-        self.trial.report(value, epoch)
-        if self.trial.should_prune():
+        if self.report(epoch, value):
             self.pruned = True
             self.model.stop_training = True
 
@@ -114,51 +102,58 @@ class EpochHook(keras.callbacks.Callback):
 
 @dataclass
 class TrialRunner:
-    """The Optuna objective of a study: call it with a trial, get the best val MAE in degC."""
+    """The objective of a study: call it with a trial handle, get the best val MAE in the
+    target's own units."""
 
     space: Space
     prepared: Prepared
-    tracker: StudyTracker
+    tracker: Tracker
     seed: int
     epochs: int | None = None
     verbose: bool = False
     trials_planned: int | None = None
-    print_fn: Callable[[str], None] = print
+    say: Callable[[str], None] = lambda line: None
     fixed_params: dict[str, Any] = field(default_factory=dict)
     _done: int = 0
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    @property
+    def unit(self) -> str:
+        return unit_of(self.prepared.target_name)
+
+    def __call__(self, handle: TrialHandle) -> float:
         self._done += 1
         backend, device = backend_and_device()
-        params = self.space.suggest(trial)
+        params = handle.params(self.space)
         config = self.space.resolve(params)
         if self.epochs is not None:
             config = replace(config, epochs=self.epochs)
         run_id = self.tracker.create_trial_run(
-            trial.number,
+            handle.number,
             tags={
                 "search.architecture": config.architecture,
                 "search.backend": backend,
                 "search.device": device,
-                "optuna.trial_number": str(trial.number),
+                "optuna.trial_number": str(handle.number),
             },
         )
-        trial.set_user_attr("mlflow_run_id", run_id)
-        self.tracker.log_params(run_id, {**config.as_dict(), **self.fixed_params})
+        handle.set_attrs({"mlflow_run_id": run_id})
         counter = f"{self._done}/{self.trials_planned}" if self.trials_planned else f"{self._done}"
-        self.print_fn(f"trial {trial.number} ({counter}): {_short(config)}")
+        self.say(f"trial {handle.number} ({counter}): {_short(config)}")
         try:
-            value = self._train(trial, config, run_id)
-        except optuna.TrialPruned:
+            self.tracker.log_params(
+                run_id, {**config.as_dict(self.prepared.steps_per_hour), **self.fixed_params}
+            )
+            value = self._train(handle, config, run_id)
+        except TrialPruned:
             self.tracker.end_trial_run(run_id, "PRUNED")
-            trial.set_user_attr("state_reason", "pruned")
-            self.print_fn(f"trial {trial.number}: pruned")
+            handle.set_attrs({"state_reason": "pruned"})
+            self.say(f"trial {handle.number}: pruned")
             raise
         except Exception as exc:  # a failing trial never stops the study
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            trial.set_user_attr("fail_reason", reason)
+            handle.set_attrs({"fail_reason": reason})
             self.tracker.end_trial_run(run_id, "FAIL", reason)
-            self.print_fn(f"trial {trial.number}: FAILED ({reason})")
+            self.say(f"trial {handle.number}: FAILED ({reason})")
             raise
         finally:
             keras.backend.clear_session()
@@ -166,18 +161,12 @@ class TrialRunner:
         self.tracker.end_trial_run(run_id, "COMPLETE")
         return value
 
-    def _train(self, trial: optuna.Trial, config: TrialConfig, run_id: str) -> float:
-        keras.utils.set_random_seed(self.seed + trial.number)
-        spec = self.prepared.spec(
-            config.lookback_hours, config.sampling_rate, config.horizon_hours, config.target_steps
-        )
+    def _train(self, handle: TrialHandle, config: TrialConfig, run_id: str) -> float:
+        number, unit = handle.number, self.unit
+        keras.utils.set_random_seed(self.seed + number)
+        spec = config.window(self.prepared.steps_per_hour)
         train = make_windows(
-            self.prepared,
-            spec,
-            "train",
-            config.batch_size,
-            shuffle=True,
-            seed=self.seed + trial.number,
+            self.prepared, spec, "train", config.batch_size, shuffle=True, seed=self.seed + number
         )
         val = make_windows(self.prepared, spec, "val", config.batch_size)
         baseline = baseline_mae(self.prepared, spec, "val")
@@ -197,51 +186,58 @@ class TrialRunner:
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
             self.tracker.log_metrics(run_id, logs, step=epoch)
-            best = min([h.get("val_mae", math.inf) for h in hook.history])
-            self.print_fn(
-                f"  trial {trial.number} epoch {epoch + 1}/{config.epochs}: "
-                f"loss {logs.get('loss', math.nan):.4f}  val_mae {logs.get('val_mae', math.nan):.3f} degC"
+            best = min([h.get("val_mae", math.inf) for h in monitor.history])
+            self.say(
+                f"  trial {number} epoch {epoch + 1}/{config.epochs}: "
+                f"loss {logs.get('loss', math.nan):.4f}  "
+                f"val_mae {logs.get('val_mae', math.nan):.3f} {unit}"
                 f"  (trial best {best:.3f}, baseline {baseline:.3f})"
             )
 
-        hook = EpochHook(trial, on_epoch, patience=config.patience)
+        monitor = EpochMonitor(handle.report, on_epoch, patience=config.patience)
         started = time.perf_counter()
         model.fit(
             train,
             validation_data=val,
             epochs=config.epochs,
             verbose="auto" if self.verbose else 0,
-            callbacks=[hook],
+            callbacks=[monitor],
         )
         train_seconds = time.perf_counter() - started
-        if hook.nan_epoch is not None:
-            raise TrialFailed(f"loss or val_mae became NaN at epoch {hook.nan_epoch + 1}")
-        if hook.best_weights is None:
+        if monitor.nan_epoch is not None:
+            raise TrialFailed(f"loss or val_mae became NaN at epoch {monitor.nan_epoch + 1}")
+        if monitor.best_weights is None:
             raise TrialFailed("no epoch produced a finite val_mae")
-        best = hook.best
+        best = monitor.best
         skill = 1.0 - best / baseline if baseline > 0 else math.nan
-        summary = {
-            "best_val_mae": best,
-            "best_epoch": hook.best_epoch,
-            "skill": skill,
-            "epochs_run": len(hook.history),
-            "train_seconds": train_seconds,
-        }
-        self.tracker.log_metrics(run_id, summary)
-        trial.set_user_attr("skill", skill)
-        trial.set_user_attr("baseline_mae", baseline)
-        trial.set_user_attr("epochs_run", len(hook.history))
-        trial.set_user_attr("train_seconds", round(train_seconds, 3))
-        trial.set_user_attr("param_count", param_count)
-        self._log_artifacts(run_id, model, hook.history, baseline)
-        if hook.pruned:
-            raise optuna.TrialPruned(f"pruned at epoch {len(hook.history)}")
+        self.tracker.log_metrics(
+            run_id,
+            {
+                "best_val_mae": best,
+                "best_epoch": monitor.best_epoch,
+                "skill": skill,
+                "epochs_run": len(monitor.history),
+                "train_seconds": train_seconds,
+            },
+        )
+        handle.set_attrs(
+            {
+                "skill": skill,
+                "baseline_mae": baseline,
+                "epochs_run": len(monitor.history),
+                "train_seconds": round(train_seconds, 3),
+                "param_count": param_count,
+            }
+        )
+        self._log_artifacts(run_id, model, monitor.history, baseline)
+        if monitor.pruned:
+            raise TrialPruned(f"pruned at epoch {len(monitor.history)}")
         return best
 
     def _log_artifacts(
         self, run_id: str, model: keras.Model, history: list[dict[str, float]], baseline: float
     ) -> None:
-        from search.plots import learning_curve
+        from search.training.plots import learning_curve
 
         keys = sorted({k for row in history for k in row if k != "epoch"})
         buffer = io.StringIO()
@@ -253,7 +249,7 @@ class TrialRunner:
         lines: list[str] = []
         model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
         self.tracker.log_text(run_id, "\n".join(lines) + "\n", "model_summary.txt")
-        figure = learning_curve(history, baseline)
+        figure = learning_curve(history, baseline, unit=self.unit)
         self.tracker.log_figure(run_id, figure, "learning_curve.png")
         import matplotlib.pyplot as plt
 

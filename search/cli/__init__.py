@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from search import __version__
 from search.errors import SearchError
+from search.tracking.redact import redact
 
 EXIT_USAGE = 2
 
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     except SearchError as exc:
         if verbose:
             traceback.print_exc()
-        message = " ".join(str(exc).split())
+        message = redact(" ".join(str(exc).split()))
         sys.stderr.write(f"search {args.command}: error: {message}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -234,26 +235,13 @@ def _prepare_runtime(verbose: bool) -> None:
 
 
 def _cmd_run(args: argparse.Namespace, verbose: bool) -> int:
-    from search.datasets import validate_source
-    from search.spaces import load_space
-    from search.storage import check_storage, resolve_storage_url
-    from search.study import RunOptions, find_study, reconcile_with_existing
-    from search.tracking import check_tracking_uri, resolve_tracking_uri
+    from search.study import StudyRequest, plan_study
 
-    if args.space is not None:
-        load_space(args.space)  # validate early: one line naming the file and parameter
-    if args.data is not None:
-        validate_source(args.data)
-    storage = resolve_storage_url(args.storage)
-    check_storage(storage)
-    tracking_uri = resolve_tracking_uri(args.tracking_uri)
-    check_tracking_uri(tracking_uri)
     features = [f.strip() for f in args.features.split(",")] if args.features else None
-    study_name = args.study or (Path(args.space).stem if args.space else "quick")
-    options = RunOptions(
-        study=study_name,
-        storage=storage,
-        tracking_uri=tracking_uri,
+    request = StudyRequest(
+        study=args.study,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
         space=args.space,
         data=args.data,
         time_column=args.time_column,
@@ -266,21 +254,17 @@ def _cmd_run(args: argparse.Namespace, verbose: bool) -> int:
         seed=args.seed,
         fresh=args.fresh,
         verbose=verbose,
-        print_fn=lambda line: print(line, flush=True),
+        progress=lambda line: print(line, flush=True),
     )
-    from search.storage import open_storage
-
-    existing = find_study(open_storage(storage), study_name)
-    reconcile_with_existing(options, existing)  # contradictions fail here, before Keras loads
-    if options.space is not None:
-        load_space(options.space)
-    if options.data is not None:
-        validate_source(options.data)
+    plan_study(request)  # every input checked (and contradictions refused) before Keras loads
 
     _prepare_runtime(verbose)
+    from search.cli.render import outcome_lines
     from search.study import run_study
 
-    run_study(options)
+    outcome = run_study(request)
+    for line in outcome_lines(outcome):
+        print(line, flush=True)
     return 0
 
 
@@ -297,45 +281,57 @@ def _cmd_spaces(args: argparse.Namespace) -> int:
     return 0
 
 
-def _existing_study(args: argparse.Namespace):
-    """The study named on the command line, from an existing storage (never creates one)."""
+def _existing_study(args: argparse.Namespace):  # noqa: ANN202 - (Engine, StudyRecord)
+    """The engine holding the study named on the command line (never creates one), and the
+    study's record."""
+    from search.engines import open_engine
     from search.errors import StorageError
+    from search.record import StudyRecord, validate_study_name
     from search.storage import check_storage, resolve_storage_url
-    from search.study import load_existing_study
 
+    validate_study_name(args.study)
     storage = resolve_storage_url(args.storage)
     try:
         check_storage(storage, must_exist=True)
     except StorageError as exc:
         raise SearchError(f"no study named {args.study!r}: {exc}") from None
-    return load_existing_study(storage, args.study)
+    engine = open_engine("optuna", storage)
+    engine.open(args.study, seed=None, create=False)
+    return engine, StudyRecord.from_attrs(engine.study_attrs())
+
+
+def _unit(record) -> str:  # noqa: ANN001
+    from search.data.sources import JENA_TARGET, unit_of
+
+    return unit_of(record.target or JENA_TARGET)
 
 
 def _cmd_trials(args: argparse.Namespace) -> int:
-    from search.report import trials_table
+    from search.cli.render import trials_table
 
-    print(trials_table(_existing_study(args)))
+    engine, record = _existing_study(args)
+    print(trials_table(args.study, engine.trials(), _unit(record)))
     return 0
 
 
 def _cmd_best(args: argparse.Namespace, verbose: bool) -> int:
-    from search.report import best_text
+    from search.cli.render import best_text
     from search.tracking import check_tracking_uri, resolve_tracking_uri
 
-    study = _existing_study(args)
-    print(best_text(study))
+    engine, record = _existing_study(args)
+    unit = _unit(record)
+    print(best_text(args.study, engine.best(), len(engine.trials()), unit))
     if args.evaluate_test:
-        tracking_uri = resolve_tracking_uri(
-            args.tracking_uri or study.user_attrs.get("mlflow_tracking_uri")
-        )
+        tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)
         check_tracking_uri(tracking_uri)
         _prepare_runtime(verbose)
         from search.evaluate import evaluate_best_on_test
 
-        result = evaluate_best_on_test(study, tracking_uri)
+        result = evaluate_best_on_test(engine, args.study, tracking_uri)
         print(
-            f"test MAE {result['test_mae']:.3f} degC (baseline {result['test_baseline_mae']:.3f}, "
-            f"skill {result['test_skill']:+.1%}); logged to parent run {result['parent_run_id']}"
+            f"test MAE {result['test_mae']:.3f} {result['unit']} "
+            f"(baseline {result['test_baseline_mae']:.3f}, skill {result['test_skill']:+.1%}); "
+            f"logged to parent run {result['parent_run_id']}"
         )
     return 0
 

@@ -1,0 +1,114 @@
+"""Plain-text views for the terminal: the trials table, the best trial, a run's outcome."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from search.engines import TrialSummary
+
+if TYPE_CHECKING:
+    from search.study import StudyOutcome
+
+
+def _duration(trial: TrialSummary) -> str:
+    if trial.datetime_start is None:
+        return "-"
+    if trial.datetime_complete is None:
+        return "running" if trial.state == "RUNNING" else "-"
+    return f"{(trial.datetime_complete - trial.datetime_start).total_seconds():.1f}s"
+
+
+def _number(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def _params(params: dict[str, Any]) -> str:
+    parts = []
+    for key, value in params.items():
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+def trials_table(study: str, trials: list[TrialSummary], unit: str) -> str:
+    """One line per trial: number, state, val MAE (in the target's unit), skill vs baseline,
+    duration, parameters."""
+    header = ("trial", "state", f"val MAE ({unit})", "skill", "duration", "parameters")
+    rows = []
+    for trial in trials:
+        value = trial.value
+        if value is None and trial.intermediate_values:  # pruned: best reported value
+            value = min(trial.intermediate_values.values())
+        skill = trial.attrs.get("skill")
+        rows.append(
+            (
+                str(trial.number),
+                trial.state,
+                _number(value, ".3f"),
+                _number(skill, "+.1%"),
+                _duration(trial),
+                _params(trial.params)
+                + (f"  [{trial.attrs['fail_reason']}]" if "fail_reason" in trial.attrs else ""),
+            )
+        )
+    if not rows:
+        return f"study {study!r} has no trials yet"
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            row[i].ljust(widths[i]) if i < 2 else row[i].rjust(widths[i])
+            for i in range(len(widths))
+        ]
+        lines.append("  ".join(cells) + "  " + row[-1])
+    return "\n".join(lines)
+
+
+def best_text(study: str, best: TrialSummary | None, n_trials: int, unit: str) -> str:
+    """The best trial's parameters and metrics, for `search best`."""
+    if best is None or best.value is None:
+        return f"study {study!r} has no completed trial yet ({n_trials} trials)"
+    attrs = best.attrs
+    lines = [
+        f"study {study!r}: best trial {best.number}",
+        f"  val MAE        {best.value:.4f} {unit}",
+        f"  baseline MAE   {_number(attrs.get('baseline_mae'), '.4f')} {unit}",
+        f"  skill          {_number(attrs.get('skill'), '+.2%')}",
+        f"  epochs run     {attrs.get('epochs_run', '-')}",
+        f"  train seconds  {_number(attrs.get('train_seconds'), '.1f')}",
+        f"  parameters     {attrs.get('param_count', '-')}",
+        f"  MLflow run     {attrs.get('mlflow_run_id', '-')}",
+        "  hyperparameters:",
+    ]
+    width = max((len(k) for k in best.params), default=0)
+    for key, value in best.params.items():
+        lines.append(f"    {key:<{width}}  {value}")
+    return "\n".join(lines)
+
+
+def outcome_lines(outcome: StudyOutcome) -> list[str]:
+    """The closing lines of `search run`: counts, the best trial, where the results are."""
+    from search.tracking import redact, ui_command
+
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(outcome.counts.items()))
+    lines = ["", f"study {outcome.study!r}: {len(outcome.trials)} trials ({counts})"]
+    best = outcome.best
+    if best is not None and best.value is not None:
+        attrs = best.attrs
+        extra = ""
+        if attrs.get("baseline_mae") is not None and attrs.get("skill") is not None:
+            extra = f" (baseline {attrs['baseline_mae']:.3f}, skill {attrs['skill']:+.1%})"
+        lines.append(f"best: trial {best.number}, val MAE {best.value:.3f} {outcome.unit}{extra}")
+    else:
+        lines.append("no trial completed yet")
+    storage = redact(outcome.storage)
+    lines.append(f"list the trials: search trials {outcome.study} --storage {storage}")
+    lines.append(
+        f"results: Optuna study {outcome.study!r} in {storage}; MLflow experiment "
+        f"{outcome.study!r} in {redact(outcome.tracking_uri)}; open the UI: "
+        f"{ui_command(outcome.tracking_uri)}"
+    )
+    return lines

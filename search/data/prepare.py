@@ -1,0 +1,108 @@
+"""Split and normalize a repaired series: what every trial of a study trains and validates on.
+
+Inputs are standardized with the mean and std of the training rows only (the split policy says
+which rows those are); the target stays in its own units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from search.data.geometry import WindowSpec
+from search.data.sources import Dataset, target_index
+from search.data.splits import ChronologicalSplit, SplitLayout, SplitPolicy
+
+__all__ = ["Prepared", "prepare"]
+
+
+@dataclass
+class Prepared:
+    """Normalized inputs (float32) and raw targets, with the split layout and train statistics."""
+
+    data: np.ndarray
+    target: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    split: SplitPolicy
+    layout: SplitLayout
+    feature_names: list[str] = field(default_factory=list)
+    target_name: str = ""
+    steps_per_hour: float = 6.0
+    times: np.ndarray | None = None
+
+    @property
+    def num_train(self) -> int:
+        return self.layout.rows("train")
+
+    @property
+    def num_val(self) -> int:
+        return self.layout.rows("val")
+
+    @property
+    def num_test(self) -> int:
+        return self.layout.rows("test")
+
+    @property
+    def target_index(self) -> int | None:
+        """Column of the target among the features (None if the target is not a feature)."""
+        return target_index(self.feature_names, self.target_name)
+
+    def spec(
+        self, lookback_hours: float, sampling_rate: int, horizon_hours: float, target_steps: int = 1
+    ) -> WindowSpec:
+        """A validated WindowSpec with this series' steps_per_hour."""
+        spec = WindowSpec(
+            lookback_hours, sampling_rate, horizon_hours, target_steps, self.steps_per_hour
+        )
+        spec.validate()
+        return spec
+
+
+def prepare(dataset: Dataset, split: SplitPolicy | None = None) -> Prepared:
+    """Split a dataset (default: the book's chronological 50/25/25) and normalize its inputs with
+    the training rows' mean/std. A feature that is constant over the training rows keeps std 1
+    (it is only centred) instead of dividing by zero."""
+    split = split or ChronologicalSplit()
+    values = np.asarray(dataset.values)
+    layout = split.layout(int(values.shape[0]), float(dataset.steps_per_hour))
+    train = values[layout.mask("train")].astype(np.float64)
+    mean = train.mean(axis=0)
+    std = train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    data = np.empty(values.shape, dtype=np.float32)
+    np.subtract(values, mean, out=data, casting="unsafe")
+    data /= std.astype(np.float32)
+    return Prepared(
+        data=data,
+        target=np.ascontiguousarray(dataset.target, dtype=np.float32),
+        mean=mean,
+        std=std,
+        split=split,
+        layout=layout,
+        feature_names=list(dataset.feature_names),
+        target_name=dataset.target_name,
+        steps_per_hour=float(dataset.steps_per_hour),
+        times=dataset.times,
+    )
+
+
+def load_prepared(
+    source: str,
+    *,
+    time_column: str | None = None,
+    target: str | None = None,
+    features: list[str] | None = None,
+    max_rows: int | None = None,
+    split: str | None = None,
+) -> tuple[Dataset, Prepared]:
+    """Load a source, keep its first ``max_rows`` rows, split and normalize it: the one way a
+    study (and every later look at it: evaluation, prediction) builds its data."""
+    from search.data.sources import load_dataset
+    from search.data.splits import parse_split
+
+    dataset = load_dataset(source, time_column=time_column, target=target, features=features)
+    if max_rows:
+        dataset = dataset.head(int(max_rows))
+    return dataset, prepare(dataset, parse_split(split))

@@ -1,0 +1,148 @@
+"""The engine seam: an engine proposes configurations and records results; everything else
+(data, model building, training, tracking) is shared.
+
+An :class:`Engine` opens (creates or joins) one study in a storage, runs an objective on trial
+handles, and lists the study's trials as engine-neutral :class:`TrialSummary` values. The
+objective sees only a :class:`TrialHandle`: its number, the parameters it proposes for a space,
+``report(epoch, value) -> should_stop`` for pruning, and ``set_attrs`` to record results.
+Raising :class:`TrialPruned` from the objective ends a trial as PRUNED; any other exception as
+FAIL, and the study goes on.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from search.spaces import Space
+
+__all__ = ["Engine", "StudyRef", "TrialHandle", "TrialPruned", "TrialSummary"]
+
+STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")
+
+
+class TrialPruned(Exception):
+    """Raised by an objective whose trial was stopped early by the engine's pruner."""
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    """One trial as every engine reports it."""
+
+    number: int
+    state: str  # one of STATES
+    value: float | None
+    params: dict[str, Any]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    intermediate_values: dict[int, float] = field(default_factory=dict)
+    datetime_start: datetime | None = None
+    datetime_complete: datetime | None = None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.datetime_start is None or self.datetime_complete is None:
+            return None
+        return (self.datetime_complete - self.datetime_start).total_seconds()
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    """A study in a storage: its name and how many trials it holds."""
+
+    name: str
+    n_trials: int
+
+
+class TrialHandle(ABC):
+    """What an objective may do with the trial it runs."""
+
+    @property
+    @abstractmethod
+    def number(self) -> int:
+        """The trial's number in its study (0, 1, ...)."""
+
+    @abstractmethod
+    def params(self, space: Space) -> dict[str, Any]:
+        """This trial's parameters for a space (sampled, or enqueued), by their engine names."""
+
+    @abstractmethod
+    def report(self, epoch: int, value: float) -> bool:
+        """Record an epoch's objective value; True means the engine wants the trial stopped."""
+
+    @abstractmethod
+    def set_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Record facts about the trial (its run id, skill, references...) in the study."""
+
+
+Objective = Callable[[TrialHandle], float]
+
+
+class Engine(ABC):
+    """One study in one storage, driven by one search method."""
+
+    name: str = "engine"
+
+    @abstractmethod
+    def open(
+        self, study: str, seed: int | None, create: bool = True, join_seed: int | None = None
+    ) -> bool:
+        """Create the study (returns True; its sampler seeded with ``seed``) or join the existing
+        one (returns False; seeded with ``join_seed``, None for a stream of its own). With
+        ``create=False`` an absent study is a SearchError."""
+
+    @abstractmethod
+    def exists(self, study: str) -> bool:
+        """Whether the storage holds a study of that name."""
+
+    @abstractmethod
+    def delete(self, study: str) -> None:
+        """Delete a study from the storage."""
+
+    @abstractmethod
+    def studies(self) -> list[StudyRef]:
+        """Every study in the storage."""
+
+    @abstractmethod
+    def study_attrs(self) -> dict[str, Any]:
+        """The open study's attributes (what :class:`~search.record.StudyRecord` is stored as)."""
+
+    @abstractmethod
+    def set_study_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Store attributes on the open study."""
+
+    @abstractmethod
+    def enqueue(self, params: Mapping[str, Any], attrs: Mapping[str, Any]) -> None:
+        """Queue a configuration as the next trial to run."""
+
+    @abstractmethod
+    def optimize(
+        self,
+        objective: Objective,
+        n_trials: int | None,
+        timeout: float | None,
+        on_trial_end: Callable[[TrialSummary], None] | None = None,
+    ) -> None:
+        """Run trials until ``n_trials`` have run here or ``timeout`` seconds have passed."""
+
+    @abstractmethod
+    def trials(self) -> list[TrialSummary]:
+        """Every trial of the open study, by number."""
+
+    def best(self) -> TrialSummary | None:
+        """The COMPLETE trial with the lowest value, or None."""
+        done = [t for t in self.trials() if t.state == "COMPLETE" and t.value is not None]
+        return min(done, key=lambda t: (t.value, t.number)) if done else None
+
+    @abstractmethod
+    def fail_stale(self) -> list[TrialSummary]:
+        """Mark FAIL the RUNNING trials of workers that died; returns the trials failed so."""
+
+    def figures(self) -> dict[str, Figure]:
+        """Engine-specific study plots (PNG name -> figure); none by default."""
+        return {}

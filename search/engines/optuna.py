@@ -1,0 +1,280 @@
+"""Optuna as an engine: the study lives in an Optuna storage (SQLite, PostgreSQL, journal file),
+TPE samples, the median pruner stops weak trials, heartbeats let a study outlive its workers.
+
+Also the space-to-Optuna translation (``suggest``, ``distributions``) and Optuna's study plots.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+import optuna
+
+from search.engines.base import (
+    Engine,
+    Objective,
+    StudyRef,
+    TrialHandle,
+    TrialPruned,
+    TrialSummary,
+)
+from search.errors import SearchError
+from search.spaces import FloatParam, IntParam
+from search.storage import open_storage
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from search.spaces import Space
+
+__all__ = ["OptunaEngine", "distributions", "suggest"]
+
+
+# --------------------------------------------------------------------------- space translation
+
+
+def suggest(space: Space, trial: optuna.Trial) -> dict[str, Any]:
+    """Sample one configuration with ``trial.suggest_*``; returns Optuna name -> value."""
+    params: dict[str, Any] = {}
+    architecture: str | None
+    if space.architectures is not None:
+        architecture = trial.suggest_categorical("architecture", list(space.architectures))
+        params["architecture"] = architecture
+    else:
+        architecture = space.architecture
+    assert architecture is not None
+    for optuna_name, entry in space.branch(architecture).items():
+        if entry.constant:
+            continue
+        spec = entry.spec
+        value: Any
+        if isinstance(spec, IntParam):
+            value = trial.suggest_int(
+                optuna_name, spec.low, spec.high, step=spec.step, log=spec.log
+            )
+        elif isinstance(spec, FloatParam):
+            value = trial.suggest_float(
+                optuna_name, spec.low, spec.high, step=spec.step, log=spec.log
+            )
+        else:
+            value = trial.suggest_categorical(optuna_name, spec.choices)
+        params[optuna_name] = value
+    return params
+
+
+def distributions(space: Space) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Every sampled parameter (conditional ones under their Optuna names) as a distribution."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    result: dict[str, Any] = {}
+    if space.architectures is not None:
+        result["architecture"] = CategoricalDistribution(list(space.architectures))
+    for optuna_name, entry, _ in space.sampled():
+        spec = entry.spec
+        if isinstance(spec, IntParam):
+            result[optuna_name] = IntDistribution(spec.low, spec.high, log=spec.log, step=spec.step)
+        elif isinstance(spec, FloatParam):
+            result[optuna_name] = FloatDistribution(
+                spec.low, spec.high, log=spec.log, step=spec.step
+            )
+        else:
+            result[optuna_name] = CategoricalDistribution(spec.choices)
+    return result
+
+
+# --------------------------------------------------------------------------- trials
+
+
+def summary(trial: optuna.trial.FrozenTrial) -> TrialSummary:
+    """An Optuna trial as an engine-neutral summary."""
+    return TrialSummary(
+        number=trial.number,
+        state=trial.state.name,
+        value=trial.value,
+        params=dict(trial.params),
+        attrs=dict(trial.user_attrs),
+        intermediate_values=dict(trial.intermediate_values),
+        datetime_start=trial.datetime_start,
+        datetime_complete=trial.datetime_complete,
+    )
+
+
+class OptunaTrialHandle(TrialHandle):
+    """A running ``optuna.Trial`` as the objective sees it."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    def params(self, space: Space) -> dict[str, Any]:
+        return suggest(space, self.trial)
+
+    def report(self, epoch: int, value: float) -> bool:
+        self.trial.report(value, epoch)
+        return self.trial.should_prune()
+
+    def set_attrs(self, attrs: Mapping[str, Any]) -> None:
+        for key, value in attrs.items():
+            self.trial.set_user_attr(key, value)
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class OptunaEngine(Engine):
+    """An Optuna study in the storage at ``storage_url``."""
+
+    name = "optuna"
+
+    def __init__(self, storage_url: str) -> None:
+        self.storage_url = storage_url
+        self.storage = open_storage(storage_url)
+        self._study: optuna.Study | None = None
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            raise RuntimeError("open a study first")
+        return self._study
+
+    @staticmethod
+    def _pruner() -> optuna.pruners.BasePruner:
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+
+    def open(
+        self, study: str, seed: int | None, create: bool = True, join_seed: int | None = None
+    ) -> bool:
+        if create:
+            try:
+                self._study = optuna.create_study(
+                    storage=self.storage,
+                    study_name=study,
+                    direction="minimize",
+                    sampler=optuna.samplers.TPESampler(seed=seed),
+                    pruner=self._pruner(),
+                )
+                return True
+            except optuna.exceptions.DuplicatedStudyError:
+                pass
+        elif not self.exists(study):
+            names = [s.name for s in self.studies()]
+            listed = ", ".join(names[:20]) if names else "none"
+            raise SearchError(
+                f"no study named {study!r} in storage {self.storage_url} (studies there: {listed})"
+            )
+        # Joining or resuming: an explicit seed is honoured; otherwise each worker samples on its
+        # own random stream so simultaneous workers do not propose the same parameters.
+        self._study = optuna.load_study(
+            study_name=study,
+            storage=self.storage,
+            sampler=optuna.samplers.TPESampler(seed=join_seed),
+            pruner=self._pruner(),
+        )
+        return False
+
+    def exists(self, study: str) -> bool:
+        try:
+            self.storage.get_study_id_from_name(study)
+        except KeyError:
+            return False
+        return True
+
+    def delete(self, study: str) -> None:
+        optuna.delete_study(study_name=study, storage=self.storage)
+        if self._study is not None and self._study.study_name == study:
+            self._study = None
+
+    def studies(self) -> list[StudyRef]:
+        return [
+            StudyRef(s.study_name, s.n_trials)
+            for s in optuna.get_all_study_summaries(self.storage, include_best_trial=False)
+        ]
+
+    def study_attrs(self) -> dict[str, Any]:
+        return dict(self.study.user_attrs)
+
+    def set_study_attrs(self, attrs: Mapping[str, Any]) -> None:
+        for key, value in attrs.items():
+            self.study.set_user_attr(key, value)
+
+    def enqueue(self, params: Mapping[str, Any], attrs: Mapping[str, Any]) -> None:
+        self.study.enqueue_trial(dict(params), user_attrs=dict(attrs))
+
+    def optimize(
+        self,
+        objective: Objective,
+        n_trials: int | None,
+        timeout: float | None,
+        on_trial_end: Callable[[TrialSummary], None] | None = None,
+    ) -> None:
+        def run(trial: optuna.Trial) -> float:
+            try:
+                return objective(OptunaTrialHandle(trial))
+            except TrialPruned as exc:
+                raise optuna.TrialPruned(str(exc)) from None
+
+        callbacks = []
+        if on_trial_end is not None:
+            callbacks.append(lambda _study, trial: on_trial_end(summary(trial)))
+        self.study.optimize(
+            run,
+            n_trials=n_trials,
+            timeout=timeout,
+            catch=(Exception,),
+            callbacks=callbacks,
+            gc_after_trial=True,
+        )
+
+    def trials(self) -> list[TrialSummary]:
+        return [summary(t) for t in self.study.get_trials(deepcopy=False)]
+
+    def best(self) -> TrialSummary | None:
+        try:
+            return summary(self.study.best_trial)
+        except ValueError:
+            return None
+
+    def fail_stale(self) -> list[TrialSummary]:
+        """Optuna's heartbeat check (a no-op on storages without heartbeats); returns the FAIL
+        trials that carry no failure reason of ours, i.e. those failed for a dead worker."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+        return [
+            summary(t)
+            for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+            if "fail_reason" not in t.user_attrs
+        ]
+
+    def figures(self) -> dict[str, Figure]:
+        """Optuna's optimization history and parameter importances as matplotlib figures.
+
+        Importances need at least two finished trials with varying parameters; figures that
+        cannot be drawn yet are left out.
+        """
+        from optuna.visualization import matplotlib as optuna_plots
+
+        import search.training.plots  # noqa: F401  (selects the Agg backend first)
+
+        figures: dict[str, Figure] = {}
+        for name, plot in (
+            ("optimization_history.png", optuna_plots.plot_optimization_history),
+            ("param_importances.png", optuna_plots.plot_param_importances),
+        ):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    axis = plot(self.study)
+            except Exception:  # too few trials, a single distinct value...
+                continue
+            # optuna draws on plt.subplots() and returns the Axes, whose figure is a Figure
+            figure = cast("Figure", axis.figure if hasattr(axis, "figure") else axis)
+            figure.set_size_inches(7.5, 4.5)
+            figure.tight_layout()
+            figures[name] = figure
+        return figures

@@ -1,0 +1,136 @@
+"""What a study remembers, in one place: the typed study record and its defaults.
+
+The record is stored as the study's attributes in its storage, under the keys below (the keys
+studies made before the record existed already use, so they resume unchanged). A field missing
+from an older study takes its default; ``record_version`` says which version wrote it.
+
+Study names are validated here, once, before they become experiment names, folder names or
+anything else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from search.errors import SearchError
+
+__all__ = [
+    "DEFAULT_DATA",
+    "DEFAULT_ENGINE",
+    "DEFAULT_SEED",
+    "DEFAULT_SPACE",
+    "DEFAULT_SPLIT",
+    "RECORD_VERSION",
+    "StudyRecord",
+    "data_identity",
+    "space_identity",
+    "validate_study_name",
+]
+
+RECORD_VERSION = 1
+DEFAULT_SPACE = "quick"
+DEFAULT_DATA = "jena-2020"
+DEFAULT_SEED = 42
+DEFAULT_SPLIT = "chronological"
+DEFAULT_ENGINE = "optuna"
+
+_NAME = re.compile(r"[A-Za-z0-9_\-.]{1,128}")
+
+
+def validate_study_name(name: str) -> str:
+    """The name itself if it is a valid study name (letters, digits, ``-``, ``_``, ``.``; at most
+    128 characters; not starting with ``.``); else a one-line SearchError."""
+    shown = repr(name) if len(name) <= 60 else repr(name[:57] + "...")
+    if not _NAME.fullmatch(name) or name.startswith("."):
+        bad = sorted({c for c in name if not re.fullmatch(r"[A-Za-z0-9_\-.]", c)})
+        if not name:
+            problem = "it is empty"
+        elif bad:
+            problem = "it contains " + ", ".join(repr(c) for c in bad[:5])
+        elif len(name) > 128:
+            problem = f"it has {len(name)} characters (at most 128)"
+        else:
+            problem = "it starts with '.'"
+        raise SearchError(
+            f"invalid study name {shown}: {problem}; use letters, digits, '-', '_' and '.', "
+            "at most 128 characters, not starting with '.'"
+        )
+    return name
+
+
+def space_identity(name_or_path: str) -> str:
+    """How a study remembers its space: a shipped name as is, a file by its absolute path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return str(path.expanduser().resolve())
+    return name_or_path
+
+
+def data_identity(source: str) -> str:
+    """How a study remembers its data: a named source as is, a file by its absolute path."""
+    from search.data.sources import SOURCES
+
+    return source if source in SOURCES else str(Path(source).expanduser().resolve())
+
+
+@dataclass
+class StudyRecord:
+    """Everything a study remembers between runs, with its defaults.
+
+    Stored attribute keys are the field names, except the MLflow fields (``mlflow_*``).
+    """
+
+    space: str = DEFAULT_SPACE
+    data: str = DEFAULT_DATA
+    time_column: str | None = None
+    target: str | None = None
+    features: list[str] | None = None
+    max_rows: int | None = None
+    seed: int = DEFAULT_SEED
+    split: str = DEFAULT_SPLIT
+    engine: str = DEFAULT_ENGINE
+    mlflow_parent_run_id: str | None = None
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment_id: str | None = None
+    record_version: int = RECORD_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> StudyRecord:
+        """Read a record from a study's attributes; missing fields take their defaults and
+        unknown keys are kept in ``extra``."""
+        names = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: v for k, v in attrs.items() if k in names and v is not None}
+        if values.get("max_rows") is not None:
+            values["max_rows"] = int(values["max_rows"])
+        if values.get("features") is not None:
+            values["features"] = list(values["features"])
+        extra = {k: v for k, v in attrs.items() if k not in names}
+        record = cls(**values, extra=extra)
+        if "record_version" not in attrs:
+            record.record_version = 0  # written before the record existed
+        return record
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The attributes to store on the study (``extra`` is not written back)."""
+        attrs = asdict(self)
+        attrs.pop("extra")
+        attrs["record_version"] = RECORD_VERSION
+        return attrs
+
+
+def load_study_data(record: StudyRecord) -> tuple[Any, Any]:
+    """The study's dataset and prepared series, rebuilt from its record (same code as the study)."""
+    from search.data.prepare import load_prepared
+
+    return load_prepared(
+        record.data,
+        time_column=record.time_column,
+        target=record.target,
+        features=record.features,
+        max_rows=record.max_rows,
+        split=record.split,
+    )

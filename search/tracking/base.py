@@ -1,0 +1,82 @@
+"""The tracker seam: what a study logs, whatever the tracking backend.
+
+A study has one parent run and one child run per trial. Runs are named by the ids the tracker
+returns; every call names its run explicitly, so concurrent trials and workers never mix.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Tracker"]
+
+
+class Tracker(ABC):
+    """Logs one study: its parent run, and a child run per trial."""
+
+    tracking_uri: str
+    study_name: str
+    parent_run_id: str | None
+
+    @abstractmethod
+    def open(self) -> str:
+        """Connect and find or create the study's experiment; returns its id."""
+
+    # -- the parent run
+    @abstractmethod
+    def create_parent_run(self, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """Create the study's parent run and return its id."""
+
+    @abstractmethod
+    def attach_parent_run(self, run_id: str) -> None:
+        """Continue logging to an existing parent run (a resumed study or a joining worker)."""
+
+    @abstractmethod
+    def finish_parent_run(self, status: str = "FINISHED") -> None:
+        """Close the parent run (FINISHED, KILLED, FAILED)."""
+
+    # -- trial runs
+    @abstractmethod
+    def create_trial_run(self, number: int, tags: Mapping[str, str]) -> str:
+        """A child run named ``trial-<number>`` under the parent run; returns its id."""
+
+    @abstractmethod
+    def end_trial_run(self, run_id: str, state: str, reason: str | None = None) -> None:
+        """Close a trial's run with its state (COMPLETE, PRUNED, FAIL) and failure reason."""
+
+    # -- any run
+    @abstractmethod
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        """A run's tags."""
+
+    @abstractmethod
+    def terminate(self, run_id: str, status: str) -> None:
+        """Set a run's final status."""
+
+    @abstractmethod
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None: ...
+
+    @abstractmethod
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None: ...
+
+    @abstractmethod
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None: ...
+
+    @abstractmethod
+    def log_dict(self, run_id: str, payload: Any, artifact_file: str) -> None: ...
+
+    @abstractmethod
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None: ...
+
+    @abstractmethod
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None: ...
+
+    @abstractmethod
+    def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None: ...
+
+    @abstractmethod
+    def download(self, run_id: str, artifact_path: str) -> Path:
+        """Download one artifact of a run into a fresh temporary folder; returns its path."""

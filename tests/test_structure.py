@@ -1,0 +1,126 @@
+"""The code's seams, pinned: no import cycles; Optuna only in the engines (and the storage-URL
+code), MLflow only in tracking; only the CLI prints; no package named like a library at the root."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "search"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, ast.Module]:
+    return {_module_name(p): ast.parse(p.read_text(), str(p)) for p in PACKAGE.rglob("*.py")}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST, top_level_only: bool) -> list[tuple[str, int]]:
+    """(imported module, line) of every import; with top_level_only, those that run on import
+    (module scope, not under TYPE_CHECKING, not inside functions)."""
+    found: list[tuple[str, int]] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if top_level_only and isinstance(
+                child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+            ):
+                continue
+            if top_level_only and isinstance(child, ast.If) and _is_type_checking(child):
+                continue
+            if isinstance(child, ast.Import):
+                found.extend((alias.name, child.lineno) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                found.append((child.module, child.lineno))
+                found.extend((f"{child.module}.{a.name}", child.lineno) for a in child.names)
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def test_no_import_cycles_among_the_packages_modules() -> None:
+    modules = _modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, tree in modules.items():
+        for imported, _ in _imports(tree, top_level_only=True):
+            if imported in modules and imported != name:
+                graph[name].add(imported)
+        # importing a.b.c runs a/__init__ and a/b/__init__ too
+        for dep in list(graph[name]):
+            parts = dep.split(".")
+            for i in range(1, len(parts)):
+                parent = ".".join(parts[:i])
+                if parent in modules and parent != name and not name.startswith(parent + "."):
+                    graph[name].add(parent)
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def walk(node: str) -> None:
+        if node in done:
+            return
+        if node in visiting:
+            cycle = visiting[visiting.index(node) :] + [node]
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+        visiting.append(node)
+        for dep in sorted(graph[node]):
+            walk(dep)
+        visiting.pop()
+        done.add(node)
+
+    for node in sorted(graph):
+        walk(node)
+
+
+@pytest.mark.parametrize(
+    ("library", "allowed"),
+    [
+        ("optuna", ("search.engines", "search.storage")),
+        ("mlflow", ("search.tracking",)),
+        ("keras_tuner", ("search.engines",)),
+    ],
+)
+def test_libraries_stay_in_their_room(library: str, allowed: tuple[str, ...]) -> None:
+    offenders = []
+    for name, tree in _modules().items():
+        if any(name == room or name.startswith(room + ".") for room in allowed):
+            continue
+        for imported, line in _imports(tree, top_level_only=False):
+            if imported == library or imported.startswith(library + "."):
+                offenders.append(f"{name}:{line} imports {imported}")
+    assert not offenders, offenders
+
+
+def test_only_the_cli_prints() -> None:
+    offenders = []
+    for name, tree in _modules().items():
+        if name == "search.cli" or name.startswith("search.cli."):
+            continue
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "print"
+            ):
+                offenders.append(f"{name}:{node.lineno}")
+    assert not offenders, offenders
+
+
+def test_no_package_shadows_a_library_at_the_root() -> None:
+    for folder in ("mlflow", "data", "spaces"):
+        assert not (REPO / folder / "__init__.py").exists(), folder
