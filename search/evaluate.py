@@ -9,7 +9,7 @@ from typing import Any
 
 from search.engines import Engine
 from search.errors import SearchError
-from search.record import StudyRecord, load_study_data
+from search.record import StudyRecord, load_study_data, load_study_space
 
 
 def evaluate_best_on_test(engine: Engine, study: str, tracking_uri: str) -> dict[str, Any]:
@@ -17,9 +17,8 @@ def evaluate_best_on_test(engine: Engine, study: str, tracking_uri: str) -> dict
     log to the study's parent run, and return the figures (with the target's ``unit``)."""
     import keras
 
-    from search.data.references import baseline_mae
+    from search.data.references import baseline_mae, linear_reference
     from search.data.windows import make_windows
-    from search.spaces import load_space
     from search.tracking import open_tracker
 
     best = engine.best()
@@ -30,23 +29,29 @@ def evaluate_best_on_test(engine: Engine, study: str, tracking_uri: str) -> dict
     parent = record.mlflow_parent_run_id
     if not run_id or not parent:
         raise SearchError(f"study {study!r} has no MLflow runs recorded; cannot find its model")
-    config = load_space(record.space).resolve(best.params)
-    dataset, prepared = load_study_data(record)
-    spec = config.window(prepared.steps_per_hour)
     tracker = open_tracker(tracking_uri, study)
+    space = load_study_space(record, tracker)
+    config = space.resolve(best.params, book=best.is_book)
+    dataset, prepared = load_study_data(record, space)
+    spec = config.window(prepared.steps_per_hour)
     model_path = tracker.download(run_id, "model/model.keras")
-    import search.training.models  # noqa: F401  (registers the custom layers for deserialization)
+    import search.training.scaling  # noqa: F401  (registers the custom layers for loading)
 
-    model = keras.models.load_model(model_path, compile=False)
-    model.compile(loss=config.loss, metrics=["mae"])
-    test = make_windows(prepared, spec, "test", config.batch_size)
+    model = keras.models.load_model(model_path, compile=False, safe_mode=True)
+    model.compile(loss="mae", metrics=["mae"])
+    test = make_windows(
+        prepared, spec, "test", config.batch_size, calendar=config.calendar_features
+    )
     results = model.evaluate(test, verbose=0, return_dict=True)
     test_mae = float(results["mae"])
     test_baseline = baseline_mae(prepared, spec, "test")
+    test_linear = linear_reference(prepared, spec).mae(prepared, "test")
     figures = {
         "test_mae": test_mae,
         "test_baseline_mae": test_baseline,
         "test_skill": 1.0 - test_mae / test_baseline,
+        "test_linear_mae": test_linear,
+        "test_linear_skill": 1.0 - test_mae / test_linear,
     }
     tracker.log_metrics(parent, figures)
     tracker.set_tags(parent, {"search.test_evaluated_trial": best.number})

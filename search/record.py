@@ -86,12 +86,14 @@ class StudyRecord:
     space: str = DEFAULT_SPACE
     data: str = DEFAULT_DATA
     time_column: str | None = None
+    time_format: str | None = None
     target: str | None = None
     features: list[str] | None = None
     max_rows: int | None = None
     seed: int = DEFAULT_SEED
     split: str = DEFAULT_SPLIT
     engine: str = DEFAULT_ENGINE
+    space_yaml: str | None = None  # the space file's text when the study began
     mlflow_parent_run_id: str | None = None
     mlflow_tracking_uri: str | None = None
     mlflow_experiment_id: str | None = None
@@ -122,15 +124,40 @@ class StudyRecord:
         return attrs
 
 
-def load_study_data(record: StudyRecord) -> tuple[Any, Any]:
-    """The study's dataset and prepared series, rebuilt from its record (same code as the study)."""
+def load_study_space(record: StudyRecord, tracker: Any = None) -> Any:
+    """The space a study was started with: its snapshot in the record; for a study made before
+    snapshots, the copy its parent run logged (``space/<file>``) when a tracker is given; else
+    the space of that name or path today."""
+    from search.spaces import load_space, space_from_text
+
+    text = record.space_yaml
+    if text is None and tracker is not None and record.mlflow_parent_run_id:
+        name = Path(record.space).name if record.space.endswith((".yaml", ".yml")) else None
+        for candidate in filter(None, (name, f"{record.space}.yaml")):
+            try:
+                text = tracker.download(
+                    record.mlflow_parent_run_id, f"space/{candidate}"
+                ).read_text()
+                break
+            except Exception:  # not logged there: fall back to the file of that name
+                continue
+    if text is None:
+        return load_space(record.space)
+    return space_from_text(text, Path(record.space) if "/" in record.space else None)
+
+
+def load_study_data(record: StudyRecord, space: Any) -> tuple[Any, Any]:
+    """The study's dataset and prepared series, rebuilt from its record and space (the same
+    code for the study, its evaluation and predictions)."""
     from search.data.prepare import load_prepared
 
     return load_prepared(
         record.data,
         time_column=record.time_column,
+        time_format=record.time_format,
         target=record.target,
         features=record.features,
         max_rows=record.max_rows,
         split=record.split,
+        reference_hours=space.reach_hours(),
     )

@@ -71,6 +71,24 @@ on its series' own grid."""
 TRAINING_PARAMETERS = ("lookback_hours", "sampling_rate", "learning_rate", "batch_size")
 """Parameters every space sets (sampled or constant) besides the model's own."""
 
+TARGET_SCALINGS = ("none", "standard", "residual")
+"""How a trial's model sees its target: raw (the book's), standardized with the training
+target's mean/std, or as the change from the last observed value over that change's std."""
+
+OPTIONAL_PARAMETERS: dict[str, Any] = {"target_scaling": "none", "calendar_features": False}
+"""Training parameters a space may set (sampled or constant); left out, they take these values."""
+
+BOOK_SETTINGS: dict[str, Any] = {"target_scaling": "none", "calendar_features": False}
+"""What the book configuration (trial 0) always uses, whatever the space searches: the book
+trains on raw targets without calendar inputs, so its number stays comparable. These are fixed
+settings of that trial, never enqueued as choices of the searched parameters."""
+
+SHARED_PARAMETERS = (
+    *("lookback_hours", "sampling_rate", "learning_rate", "batch_size"),
+    *OPTIONAL_PARAMETERS,
+)
+"""Parameters that are not the model builder's own (a multi-architecture space shares them)."""
+
 BOOK_PROTOCOL: dict[str, Any] = {
     "lookback_hours": 120,
     "sampling_rate": 6,
@@ -386,10 +404,10 @@ class Space(BaseModel):
             if not self.architectures:
                 raise ValueError("architectures: empty; list at least one architecture")
             for name in self.params:
-                if name not in TRAINING_PARAMETERS:
+                if name not in SHARED_PARAMETERS:
                     raise ValueError(
                         f"params.{name}: shared parameters of a multi-architecture space are "
-                        f"{', '.join(TRAINING_PARAMETERS)}; put model parameters under "
+                        f"{', '.join(SHARED_PARAMETERS)}; put model parameters under "
                         "architectures.<name>"
                     )
         for architecture in self.candidate_architectures:
@@ -409,6 +427,11 @@ class Space(BaseModel):
         branch = self.branch(architecture)
         by_name = {entry.name: entry for entry in branch.values()}
         for name, value in self.book.params.items():
+            if name in BOOK_SETTINGS:
+                raise ValueError(
+                    f"book.params.{name}: the book configuration always uses "
+                    f"{name}={_show(BOOK_SETTINGS[name])} (the book's protocol); leave it out"
+                )
             if name not in by_name:
                 raise ValueError(
                     f"book.params.{name}: not a parameter of this space's {architecture} "
@@ -421,7 +444,7 @@ class Space(BaseModel):
                     f"{entry.where} = {_show(entry.spec)}"
                 )
         for entry in branch.values():
-            if entry.constant:
+            if entry.constant or entry.name in BOOK_SETTINGS:
                 continue
             value = self._book_value(architecture, entry.name)
             if not entry.contains(value):
@@ -438,6 +461,8 @@ class Space(BaseModel):
             raise ValueError(f"book.params: {problem}")
 
     def _book_value(self, architecture: str, name: str) -> Any:
+        if name in BOOK_SETTINGS:
+            return BOOK_SETTINGS[name]
         entry = next(e for e in self.branch(architecture).values() if e.name == name)
         if entry.constant:
             return entry.spec
@@ -502,17 +527,34 @@ class Space(BaseModel):
         if self.architectures is not None:
             params["architecture"] = architecture
         for optuna_name, entry in self.branch(architecture).items():
-            if not entry.constant:
+            if not entry.constant and entry.name not in BOOK_SETTINGS:
                 params[optuna_name] = self._book_value(architecture, entry.name)
         return params
 
+    def reach_hours(self) -> float:
+        """The longest window any trial of this space can use, from its first input to its
+        last target, in hours (a blocked split scores every trial on the targets this reach
+        leaves in each block)."""
+        longest = 0.0
+        for architecture in self.candidate_architectures:
+            for entry in self.branch(architecture).values():
+                if entry.name == "lookback_hours":
+                    longest = max(longest, *(float(v) for v in entry.extremes()))
+        return longest + self.fixed.horizon_hours + (self.fixed.target_steps - 1)
+
+    def book_fixed(self) -> set[str]:
+        """Engine names of the searched parameters the book trial does not sample (it uses
+        BOOK_SETTINGS for them instead)."""
+        return {name for name, entry, _ in self.sampled() if entry.name in BOOK_SETTINGS}
+
     # ------------------------------------------------------------------ resolution
 
-    def resolve(self, params: dict[str, Any]) -> TrialConfig:
+    def resolve(self, params: dict[str, Any], book: bool = False) -> TrialConfig:
         """One explicit configuration from sampled values (Optuna params or keras-tuner values).
 
         Names of other architectures' parameters (inactive conditionals) are ignored; a missing
-        or out-of-range value raises SpaceError.
+        or out-of-range value raises SpaceError. ``book`` marks the book configuration's trial,
+        which uses BOOK_SETTINGS (raw targets, no calendar inputs) whatever the space searches.
         """
         label = self._label()
         if self.architectures is not None:
@@ -529,8 +571,11 @@ class Space(BaseModel):
         unknown = sorted(set(params) - known)
         if unknown:
             raise SpaceError(f"{label}: {', '.join(unknown)}: not a parameter of this space")
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(OPTIONAL_PARAMETERS)
         for optuna_name, entry in self.branch(architecture).items():
+            if book and entry.name in BOOK_SETTINGS:
+                values[entry.name] = BOOK_SETTINGS[entry.name]
+                continue
             if entry.constant:
                 values[entry.name] = entry.spec
                 continue
@@ -544,7 +589,7 @@ class Space(BaseModel):
         if problem:
             raise SpaceError(f"{label}: {problem}")
         model_kwargs = models.builder_defaults(architecture)
-        model_kwargs.update({k: v for k, v in values.items() if k not in TRAINING_PARAMETERS})
+        model_kwargs.update({k: v for k, v in values.items() if k not in SHARED_PARAMETERS})
         return TrialConfig(
             architecture=architecture,
             model_kwargs=model_kwargs,
@@ -558,6 +603,8 @@ class Space(BaseModel):
             patience=self.fixed.patience,
             horizon_hours=self.fixed.horizon_hours,
             target_steps=self.fixed.target_steps,
+            target_scaling=str(values["target_scaling"]),
+            calendar_features=bool(values["calendar_features"]),
         )
 
     # ------------------------------------------------------------------ text
@@ -606,7 +653,7 @@ class Space(BaseModel):
         )
         source = f" ({self.book.source})" if self.book.source else ""
         lines.append(f"book configuration{source}, enqueued as trial 0:")
-        config = self.resolve(self.book_params())
+        config = self.resolve(self.book_params(), book=True)
         items = {
             "architecture": config.architecture,
             **config.model_kwargs,
@@ -635,6 +682,8 @@ class TrialConfig:
     patience: int
     horizon_hours: float
     target_steps: int
+    target_scaling: str = "none"
+    calendar_features: bool = False
 
     def window(self, steps_per_hour: float) -> WindowSpec:
         """This configuration's window geometry on a series with ``steps_per_hour`` rows per
@@ -665,6 +714,8 @@ class TrialConfig:
             "patience": self.patience,
             "horizon_hours": self.horizon_hours,
             "target_steps": self.target_steps,
+            "target_scaling": self.target_scaling,
+            "calendar_features": self.calendar_features,
         }
         flat.update(self.model_kwargs)
         return flat
@@ -692,6 +743,10 @@ def _show(value: Any) -> str:
 
 
 def _expected_type(architecture: str, name: str) -> Any:
+    if name == "target_scaling":
+        return Literal["none", "standard", "residual"]
+    if name == "calendar_features":
+        return bool
     if name in ("lookback_hours", "learning_rate"):
         return float
     if name in ("sampling_rate", "batch_size"):
@@ -746,10 +801,10 @@ def _validate_branch(architecture: str, branch: dict[str, _Entry]) -> None:
     accepted = models.builder_parameters(architecture)
     by_name: dict[str, _Entry] = {}
     for entry in branch.values():
-        if entry.name not in accepted and entry.name not in TRAINING_PARAMETERS:
+        if entry.name not in accepted and entry.name not in SHARED_PARAMETERS:
             raise ValueError(
                 f"{entry.where}: architecture {architecture!r} does not take {entry.name!r} "
-                f"(it takes: {', '.join(sorted(accepted | set(TRAINING_PARAMETERS)))})"
+                f"(it takes: {', '.join(sorted(accepted | set(SHARED_PARAMETERS)))})"
             )
         expected = _expected_type(architecture, entry.name)
         for value in entry.extremes():
@@ -919,6 +974,16 @@ def _read_yaml(path: Path) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise SpaceError(f"{path}: malformed YAML{where}: {problem}") from None
+
+
+def space_from_text(text: str, path: Path | None = None) -> Space:
+    """Validate a space file's text (a study's snapshot of its space); errors raise SpaceError."""
+    label = str(path) if path is not None else "space"
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        raise SpaceError(f"{label}: malformed YAML: {error}") from None
+    return parse_space(data, path)
 
 
 def _shipped() -> dict[str, Path]:

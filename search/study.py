@@ -29,6 +29,7 @@ from search.record import (
     StudyRecord,
     data_identity,
     load_study_data,
+    load_study_space,
     space_identity,
     validate_study_name,
 )
@@ -65,6 +66,7 @@ class StudyRequest:
     epochs: int | None = None
     seed: int | None = None
     split: str | None = None
+    time_format: str | None = None
     engine: str = "optuna"
     fresh: bool = False
     verbose: bool = False
@@ -139,7 +141,8 @@ def plan_study(request: StudyRequest) -> StudyPlan:
         engine.open(name, seed=None, create=False, join_seed=request.seed)
         stored = StudyRecord.from_attrs(engine.study_attrs())
     record = _reconcile(request, name, stored if not request.fresh else None)
-    load_space(record.space)
+    if record.space_yaml is None:
+        load_space(record.space)
     validate_source(record.data)
     return StudyPlan(request, name, storage, tracking_uri, record, exists, stored, engine)
 
@@ -158,17 +161,18 @@ def _reconcile(request: StudyRequest, name: str, stored: StudyRecord | None) -> 
             space=space_identity(request.space or DEFAULT_SPACE),
             data=data_identity(request.data or StudyRecord.data),
             time_column=request.time_column,
+            time_format=request.time_format,
             target=request.target,
             features=request.features,
             max_rows=request.max_rows,
             seed=request.seed if request.seed is not None else DEFAULT_SEED,
-            split=request.split or StudyRecord.split,
+            split=_split_identity(request.split or StudyRecord.split),
             engine=request.engine,
         )
     for key, given, identity in (
         ("space", request.space, space_identity),
         ("data", request.data, data_identity),
-        ("split", request.split, lambda text: text),
+        ("split", request.split, _split_identity),
     ):
         if given is not None and identity(given) != getattr(stored, key):
             raise SearchError(
@@ -178,6 +182,7 @@ def _reconcile(request: StudyRequest, name: str, stored: StudyRecord | None) -> 
     return replace(
         stored,
         time_column=request.time_column or stored.time_column,
+        time_format=request.time_format or stored.time_format,
         target=request.target or stored.target,
         features=request.features or stored.features,
         max_rows=request.max_rows or stored.max_rows,
@@ -185,9 +190,16 @@ def _reconcile(request: StudyRequest, name: str, stored: StudyRecord | None) -> 
     )
 
 
+def _split_identity(text: str) -> str:
+    """How a study remembers its split: the policy's canonical name (``blocked`` is
+    ``blocked:28``)."""
+    from search.data.splits import parse_split
+
+    return parse_split(text).name
+
+
 def run_study(request: StudyRequest) -> StudyOutcome:
     """Run (or continue) a study and track it; returns what happened and where to look."""
-    from search.spaces import load_space
     from search.training.trial import TrialRunner
 
     say = request.progress or (lambda line: None)
@@ -196,22 +208,28 @@ def run_study(request: StudyRequest) -> StudyOutcome:
     if plan.exists and request.fresh:
         _retire(plan, engine)
         engine.delete(name)
-    space = load_space(record.space)
+    tracker = open_tracker(plan.tracking_uri, name)
+    space = load_study_space(record, tracker if plan.exists and not request.fresh else None)
 
     say(f"loading data {record.data} ...")
-    dataset, prepared = load_study_data(record)
+    dataset, prepared = load_study_data(record, space)
     unit = dataset.unit
     say(
         f"data: {len(dataset.values):,} rows x {len(dataset.feature_names)} features, "
-        f"train/val/test {prepared.num_train:,}/{prepared.num_val:,}/{prepared.num_test:,}"
+        f"train/val/test {prepared.num_train:,}/{prepared.num_val:,}/{prepared.num_test:,} "
+        f"({prepared.split.name} split)"
     )
+    from search.data.splits import split_report
 
+    for warning in split_report(prepared).get("warnings", []):
+        say(f"note: {warning}")
+
+    references = _book_references(space, prepared)  # a window that cannot fit fails here
     created = engine.open(name, seed=record.seed, join_seed=request.seed)
-    tracker = open_tracker(plan.tracking_uri, name)
     experiment_id = tracker.open()
     recovered = 0
     if created:
-        _start(engine, tracker, space, prepared, dataset, record, plan, experiment_id)
+        _start(engine, tracker, space, dataset, record, plan, experiment_id, references)
         say(f"new study {name!r}: trial 0 is the space's book configuration")
     else:
         tracker.attach_parent_run(_wait_for_parent(engine, name))
@@ -244,7 +262,7 @@ def run_study(request: StudyRequest) -> StudyOutcome:
         status = "KILLED"
         raise
     finally:
-        _summarize(engine, tracker, status)
+        _summarize(engine, tracker, status, unit)
     return StudyOutcome(
         study=name,
         storage=plan.storage,
@@ -257,21 +275,33 @@ def run_study(request: StudyRequest) -> StudyOutcome:
     )
 
 
+def _book_references(space: Space, prepared: Any) -> dict[str, Any]:
+    """Both references on the book configuration's val windows, and the split report."""
+    from search.data.references import baseline_mae, linear_reference
+    from search.data.splits import split_report
+
+    book = space.resolve(space.book_params(), book=True)
+    book_spec = book.window(prepared.steps_per_hour)
+    linear = linear_reference(prepared, book_spec)
+    return {
+        "baseline_val_mae": baseline_mae(prepared, book_spec, "val"),
+        "linear_val_mae": linear.val_mae,
+        "linear_penalty": linear.penalty,
+        "split": split_report(prepared),
+    }
+
+
 def _start(
     engine: Engine,
     tracker: Tracker,
     space: Space,
-    prepared: Any,
     dataset: Any,
     record: StudyRecord,
     plan: StudyPlan,
     experiment_id: str,
+    references: dict[str, Any],
 ) -> None:
     """A new study: its parent run, its record, and the book configuration as trial 0."""
-    from search.data.references import baseline_mae
-
-    book = space.resolve(space.book_params())
-    study_baseline = baseline_mae(prepared, book.window(prepared.steps_per_hour), "val")
     parent = tracker.create_parent_run(
         params={
             "study": plan.study,
@@ -289,12 +319,15 @@ def _start(
         },
         tags={"search.space": space.name, "search.data": record.data},
     )
-    tracker.log_dict(parent, dataset.report, "data_report.json")
-    tracker.log_metrics(parent, {"baseline_val_mae": study_baseline})
+    tracker.log_dict(parent, {**dataset.report, "split": references["split"]}, "data_report.json")
+    tracker.log_metrics(parent, {k: v for k, v in references.items() if k != "split"})
     if space.path:
         tracker.log_file(parent, space.path, "space")
     record = replace(
         record,
+        space_yaml=space.path.read_text() if space.path else None,
+        target=dataset.target_name,
+        features=list(dataset.feature_names),
         engine=engine.name,
         mlflow_tracking_uri=plan.tracking_uri,
         mlflow_experiment_id=experiment_id,
@@ -347,7 +380,27 @@ def recover_crashed_trials(engine: Engine, tracker: Tracker) -> int:
     return closed
 
 
-def _summarize(engine: Engine, tracker: Tracker, status: str) -> None:
+def _best_per_architecture(trials: list[TrialSummary]) -> list[dict[str, Any]]:
+    """The best COMPLETE trial of each architecture with its references (for the chart)."""
+    best: dict[str, TrialSummary] = {}
+    for trial in trials:
+        arch = trial.attrs.get("architecture") or trial.params.get("architecture")
+        if trial.state != "COMPLETE" or trial.value is None or not arch:
+            continue
+        if arch not in best or trial.value < (best[arch].value or math.inf):
+            best[arch] = trial
+    return [
+        {
+            "architecture": arch,
+            "best": float(t.value or 0.0),
+            "naive": float(t.attrs.get("baseline_mae", math.nan)),
+            "linear": float(t.attrs.get("linear_mae", math.nan)),
+        }
+        for arch, t in sorted(best.items())
+    ]
+
+
+def _summarize(engine: Engine, tracker: Tracker, status: str, unit: str) -> None:
     """Log the best trial and the study's figures to the parent run."""
     parent = tracker.parent_run_id
     if parent is None:
@@ -373,6 +426,14 @@ def _summarize(engine: Engine, tracker: Tracker, status: str) -> None:
         )
     tracker.log_metrics(parent, metrics, step=len(trials))
     import matplotlib.pyplot as plt
+
+    rows = _best_per_architecture(trials)
+    if rows:
+        from search.training.plots import architecture_chart
+
+        figure = architecture_chart(rows, unit)
+        tracker.log_figure(parent, figure, "architectures.png")
+        plt.close(figure)
 
     for figure_name, figure in engine.figures().items():
         tracker.log_figure(parent, figure, figure_name)

@@ -78,9 +78,10 @@ def test_parent_and_child_runs(first_run, workdir: Path) -> None:
     assert parent.info.run_name == STUDY
     assert {"study", "storage", "space_file", "data"} <= set(parent.data.params)
     assert "baseline_val_mae" in parent.data.metrics
+    assert 0 < parent.data.metrics["linear_val_mae"] < 10  # the second yardstick
     assert parent.data.metrics["best_val_mae"] > 0
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"data_report.json", "optimization_history.png"} <= parent_files
+    assert {"data_report.json", "optimization_history.png", "architectures.png"} <= parent_files
 
     assert sorted(c.info.run_name for c in children) == ["trial-0", "trial-1"]
     for child in children:
@@ -97,7 +98,9 @@ def test_parent_and_child_runs(first_run, workdir: Path) -> None:
         for key in (
             "best_val_mae",
             "baseline_mae",
+            "linear_mae",
             "skill",
+            "linear_skill",
             "epochs_run",
             "train_seconds",
             "param_count",
@@ -111,7 +114,14 @@ def test_parent_and_child_runs(first_run, workdir: Path) -> None:
             child.data.params
         )
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"learning_curve.png", "history.csv", "model_summary.txt", "model"} <= files
+        assert {
+            "learning_curve.png",
+            "forecast.png",
+            "history.csv",
+            "model_summary.txt",
+            "model",
+        } <= files
+        assert child.data.params["target_scaling"] in ("none", "standard", "residual")
         assert [a.path for a in client.list_artifacts(child.info.run_id, "model")] == [
             "model/model.keras"
         ]
@@ -162,6 +172,7 @@ def test_second_run_continues_the_study(first_run, workdir: Path) -> None:
     parent = _runs(_client(workdir))[0][0]
     assert parent.data.metrics["test_mae"] > 0
     assert parent.data.metrics["test_baseline_mae"] > 0
+    assert parent.data.metrics["test_linear_mae"] > 0 and "linear" in best.stdout
 
 
 def test_resuming_with_another_space_is_refused(first_run, workdir: Path) -> None:

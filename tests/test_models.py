@@ -250,7 +250,7 @@ SPACE_BOOK_PARAMS = {
     "conv1d": conv_p(24, FEATURES, 8) + conv_p(12, 8, 8) + conv_p(6, 8, 8) + dense_p(8, 1),
     "simple_rnn": rnn_p(FEATURES, 16) + dense_p(16, 1),
     "lstm": lstm_p(FEATURES, 16) + dense_p(16, 1),
-    "quick": lstm_p(FEATURES, 16) + dense_p(16, 1),
+    "quick": dense_p(120 * FEATURES, 16) + dense_p(16, 1),
     "all": lstm_p(FEATURES, 16) + dense_p(16, 1),
     "gru": gru_p(FEATURES, 32) + dense_p(32, 1),
     "stacked_gru": gru_p(FEATURES, 32) + gru_p(32, 32) + dense_p(32, 1),
@@ -261,7 +261,7 @@ SPACE_BOOK_PARAMS = {
 
 @pytest.mark.parametrize("name", sorted(SPACE_BOOK_PARAMS))
 def test_space_book_config_builds_the_book_model(name):
-    config = load_space(name).resolve(load_space(name).book_params())
+    config = load_space(name).resolve(load_space(name).book_params(), book=True)
     model = build_model(
         config.architecture,
         (config.window(6).sequence_length, FEATURES),

@@ -77,13 +77,15 @@ def _unpack(tmp_path: Path) -> tuple[str, str]:
     for name in ("study.db", "mlflow.db"):
         with gzip.open(FIXTURE / f"{name}.gz") as source, open(tmp_path / name, "wb") as out:
             shutil.copyfileobj(source, out)
-    # The store was made in another folder: point its artifact root here (as a user who moved
-    # the files would with `mlflow gc`/a copy of mlruns/).
+    # The store was made in /tmp/v0fix: move it here as a user moves mlflow.db with mlruns/
+    # (the parent run's logged copy of its space file comes along).
+    shutil.copytree(FIXTURE / "mlruns", tmp_path / "mlruns")
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
-        db.execute(
-            "UPDATE experiments SET artifact_location = ? || '/mlruns/' || experiment_id",
-            (str(tmp_path),),
-        )
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+            db.execute(
+                f"UPDATE {table} SET {column} = replace({column}, '/tmp/v0fix', ?)",
+                (str(tmp_path),),
+            )
     return f"sqlite:///{tmp_path / 'study.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
@@ -122,8 +124,23 @@ def test_a_study_made_by_the_first_release_reads_and_resumes(tmp_path: Path) -> 
     assert "4,000 rows" in result.stdout  # max_rows remembered
     study = optuna.load_study(study_name="legacy", storage=storage)
     assert [t.number for t in study.trials] == [0, 1]
+    # the space it began with (its parent run's copy), not today's shipped quick.yaml
+    assert study.trials[1].state.name == "COMPLETE", study.trials[1].user_attrs
+    assert "architecture" in study.trials[1].params
     client = mlflow.MlflowClient(tracking_uri=tracking)
     runs = client.search_runs([client.get_experiment_by_name("legacy").experiment_id])
     parents = [r for r in runs if r.data.tags.get("search.role") == "study"]
     assert len(parents) == 1 and parents[0].info.run_id == old.user_attrs["mlflow_parent_run_id"]
     assert sum(r.data.tags.get("search.role") == "trial" for r in runs) == 2
+
+
+def test_a_study_keeps_the_space_it_began_with(tmp_path: Path) -> None:
+    from search.record import load_study_space
+    from search.spaces import load_space
+
+    original = (load_space("lstm").path).read_text()
+    record = StudyRecord(space=str(tmp_path / "mine.yaml"), space_yaml=original)
+    (tmp_path / "mine.yaml").write_text("this file was edited since: not even YAML of a space")
+    space = load_study_space(record)
+    assert space.architecture == "lstm" and space.name == "lstm"
+    assert StudyRecord.from_attrs(record.to_attrs()).space_yaml == original

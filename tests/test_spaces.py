@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def test_loading_a_space_does_not_import_keras_or_optuna():
         import sys
         from search.spaces import list_spaces
         for space in list_spaces():
-            space.describe(); space.book_params(); space.resolve(space.book_params())
+            space.describe(); space.book_params(); space.resolve(space.book_params(), book=True)
         heavy = [m for m in ("keras", "tensorflow", "optuna", "keras_tuner") if m in sys.modules]
         assert not heavy, heavy
         """
@@ -140,7 +141,7 @@ def test_a_minimal_space_loads(tmp_path):
 def test_book_config_is_required_and_defaults_to_the_builders_book_values(tmp_path):
     assert "book: missing (required)" in load_error(write_space(tmp_path, book=None))
     space = load_space(write_space(tmp_path, book=""))
-    config = space.resolve(space.book_params())
+    config = space.resolve(space.book_params(), book=True)
     assert config.model_kwargs["units"] == 16  # build_lstm's default: the book's LSTM(16)
     assert (config.lookback_hours, config.sampling_rate, config.learning_rate) == (120, 6, 0.001)
 
@@ -316,7 +317,7 @@ def test_multi_architecture_space_validation(tmp_path):
 
 def test_resolve_gives_one_explicit_config():
     space = load_space("lstm")
-    config = space.resolve(space.book_params())
+    config = space.resolve(space.book_params(), book=True)
     assert isinstance(config, TrialConfig)
     assert config.architecture == "lstm"
     assert config.model_kwargs == {
@@ -356,17 +357,19 @@ def test_resolve_gives_one_explicit_config():
         "patience",
         "horizon_hours",
         "target_steps",
+        "target_scaling",
+        "calendar_features",
     }
     assert set(flat) == settings | set(config.model_kwargs)
     assert not settings & set(config.model_kwargs)  # no model argument shadows a setting
     with pytest.raises(SpaceError, match="units: 1000 is outside"):
-        space.resolve({**space.book_params(), "units": 1000})
+        space.resolve({**space.book_params(), "units": 1000}, book=True)
     with pytest.raises(SpaceError, match="units: missing"):
-        space.resolve({k: v for k, v in space.book_params().items() if k != "units"})
+        space.resolve({k: v for k, v in space.book_params().items() if k != "units"}, book=True)
     with pytest.raises(SpaceError, match="colour: not a parameter"):
-        space.resolve({**space.book_params(), "colour": 1})
-    with pytest.raises(SpaceError, match="architecture: 'conv1d' is not one of"):
-        load_space("quick").resolve({"architecture": "conv1d"})
+        space.resolve({**space.book_params(), "colour": 1}, book=True)
+    with pytest.raises(SpaceError, match="architecture: 'recurrent' is not one of"):
+        load_space("all").resolve({"architecture": "recurrent"})
 
 
 def _trials_for(space: Space) -> int:
@@ -383,15 +386,15 @@ def test_optuna_samples_within_the_space_and_enqueues_the_book_first(name):
 
     def objective(trial):
         params = optuna_engine.suggest(space, trial)
-        configs.append(space.resolve(params))
+        configs.append(space.resolve(params, book=bool(trial.user_attrs.get("book_config"))))
         return 0.0
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    study.enqueue_trial(space.book_params())
+    study.enqueue_trial(space.book_params(), user_attrs={"book_config": True})
     study.optimize(objective, n_trials=_trials_for(space))
 
     assert study.trials[0].params == space.book_params()
-    assert configs[0] == space.resolve(space.book_params())
+    assert configs[0] == space.resolve(space.book_params(), book=True)
     seen_architectures = set()
     for trial in study.trials:
         architecture = trial.params.get("architecture", space.architecture)
@@ -460,7 +463,11 @@ def test_keras_tuner_hyperparameters_mirror_the_optuna_space(name):
             assert condition.name == "architecture"
             assert list(condition.values) == [param.split(".")[0]]
     # The defaults are the book configuration.
-    assert space.resolve(hp.values) == space.resolve(space.book_params())
+    # (the book trial's own settings, raw targets and no calendar, are not choices of the space)
+    defaults = dataclasses.replace(
+        space.resolve(hp.values), target_scaling="none", calendar_features=False
+    )
+    assert defaults == space.resolve(space.book_params(), book=True)
     # Random keras-tuner samples resolve to valid configurations.
     for seed in range(10):
         sample = hp.copy()

@@ -77,6 +77,15 @@ def _tracking_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _time_format_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--time-format",
+        metavar="FORMAT",
+        help='strptime format of the time column, e.g. "%%d/%%m/%%Y %%H:%%M" (default: '
+        "YYYY-MM-DD HH:MM[:SS], DD.MM.YYYY HH:MM:SS or M/D/YYYY H:MM, recognised by the values)",
+    )
+
+
 def _verbose_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verbose",
@@ -137,11 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--time-column", metavar="NAME", help="CSV time column (default: the first column)"
     )
+    _time_format_flag(run)
     run.add_argument("--target", metavar="NAME", help="column to forecast (default: T (degC))")
     run.add_argument(
         "--features",
         metavar="A,B,...",
-        help="comma-separated input columns (default: the 14 classic Jena columns)",
+        help="comma-separated input columns (default: the 14 classic Jena columns, or every "
+        "numeric column of a CSV that lacks them)",
     )
     run.add_argument(
         "--max-rows",
@@ -161,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="seed of the sampler and of every trial (trial seed = N + trial number; default 42; "
         "give each worker of a distributed study its own)",
+    )
+    run.add_argument(
+        "--split",
+        metavar="POLICY",
+        help="chronological (the book's 50/25/25, default) or blocked[:DAYS]: blocks of DAYS "
+        "days (default 28) assigned train, train, val, test in turn, so every split covers every "
+        "season; a resumed study remembers its split",
     )
     run.add_argument(
         "--fresh",
@@ -185,11 +203,63 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate the best trial's saved model once on the test split and log the result to "
         "the study's parent run",
     )
+    best.add_argument(
+        "--register",
+        metavar="NAME",
+        help="register the best trial's model in MLflow's model registry as NAME (Keras flavor, "
+        "with a signature); load it with mlflow.keras.load_model('models:/NAME/VERSION')",
+    )
     _verbose_flag(best)
+
+    predict = commands.add_parser(
+        "predict",
+        help="forecast a new file with a study's best model",
+        description="Forecast with the best trial's model on every complete window of a new "
+        "file. The study's columns, window geometry and normalization statistics (from its own "
+        "training split) are applied to the new rows.",
+    )
+    predict.add_argument("study", metavar="STUDY", help="study name")
+    predict.add_argument("--data", required=True, metavar="FILE", help="the CSV to forecast from")
+    predict.add_argument(
+        "--time-column", metavar="NAME", help="its time column (default: the first column)"
+    )
+    _time_format_flag(predict)
+    predict.add_argument(
+        "--to",
+        metavar="OUT.csv",
+        help="write the forecasts here (one row per forecast: the time it is for, and the "
+        "forecast in the target's units); default: standard output",
+    )
+    _storage_flag(predict)
+    _tracking_flag(predict)
+    _verbose_flag(predict)
 
     spaces = commands.add_parser("spaces", help="list search spaces, or show one")
     spaces.add_argument("name", nargs="?", metavar="NAME|PATH", help="a space to show in full")
     _verbose_flag(spaces)
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="browse the studies in optuna-dashboard",
+        description="Serve optuna-dashboard (the Optuna project's web UI: studies, trials, "
+        "intermediate values, plots) for a study storage until Ctrl-C.",
+    )
+    _storage_flag(dashboard)
+    dashboard.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 exposes the "
+        "dashboard, which can also delete studies, to the network)",
+    )
+    dashboard.add_argument(
+        "--port",
+        type=_int,
+        default=8080,
+        metavar="N",
+        help="port to listen on (default 8080; 0 picks a free one)",
+    )
+    _verbose_flag(dashboard)
     return parser
 
 
@@ -220,6 +290,10 @@ def _dispatch(args: argparse.Namespace, verbose: bool) -> int:
         return _cmd_trials(args)
     if args.command == "best":
         return _cmd_best(args, verbose)
+    if args.command == "predict":
+        return _cmd_predict(args, verbose)
+    if args.command == "dashboard":
+        return _cmd_dashboard(args)
     return _cmd_run(args, verbose)
 
 
@@ -252,6 +326,8 @@ def _cmd_run(args: argparse.Namespace, verbose: bool) -> int:
         timeout=args.timeout,
         epochs=args.epochs,
         seed=args.seed,
+        split=args.split,
+        time_format=args.time_format,
         fresh=args.fresh,
         verbose=verbose,
         progress=lambda line: print(line, flush=True),
@@ -330,9 +406,61 @@ def _cmd_best(args: argparse.Namespace, verbose: bool) -> int:
         result = evaluate_best_on_test(engine, args.study, tracking_uri)
         print(
             f"test MAE {result['test_mae']:.3f} {result['unit']} "
-            f"(baseline {result['test_baseline_mae']:.3f}, skill {result['test_skill']:+.1%}); "
+            f"(naive {result['test_baseline_mae']:.3f}, skill {result['test_skill']:+.1%}; "
+            f"linear {result['test_linear_mae']:.3f}, skill {result['test_linear_skill']:+.1%}); "
             f"logged to parent run {result['parent_run_id']}"
         )
+    if args.register:
+        tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)
+        check_tracking_uri(tracking_uri)
+        _prepare_runtime(verbose)
+        from search.predict import register_best
+
+        registered = register_best(engine, args.study, tracking_uri, args.register)
+        print(
+            f"registered trial {registered['trial']}'s model as {registered['uri']} in "
+            f"{redact(tracking_uri)}; load it with mlflow.keras.load_model({registered['uri']!r})"
+        )
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace, verbose: bool) -> int:
+    from search.data.sources import validate_source
+    from search.tracking import check_tracking_uri, resolve_tracking_uri
+
+    validate_source(args.data)
+    engine, record = _existing_study(args)
+    tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)
+    check_tracking_uri(tracking_uri)
+    _prepare_runtime(verbose)
+    from search.predict import predict_file
+
+    forecasts = predict_file(
+        engine, args.study, tracking_uri, args.data, args.time_column, args.time_format
+    )
+    text = forecasts.to_csv(Path(args.to) if args.to else None)
+    if args.to:
+        print(
+            f"{len(forecasts.values):,} forecasts of {forecasts.target} by trial "
+            f"{forecasts.trial}'s model written to {args.to}"
+        )
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from search.engines.dashboard import describe, serve
+
+    try:
+        serve(
+            args.storage,
+            host=args.host,
+            port=args.port,
+            on_ready=lambda dashboard: print(describe(dashboard), flush=True),
+        )
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a dashboard stops
     return 0
 
 

@@ -31,6 +31,7 @@ class Prepared:
     target_name: str = ""
     steps_per_hour: float = 6.0
     times: np.ndarray | None = None
+    _with_calendar: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def num_train(self) -> int:
@@ -49,6 +50,17 @@ class Prepared:
         """Column of the target among the features (None if the target is not a feature)."""
         return target_index(self.feature_names, self.target_name)
 
+    def inputs(self, calendar: bool = False) -> np.ndarray:
+        """The model's input columns: the normalized features, plus (with ``calendar``) the
+        sine and cosine of the hour of day and of the day of year."""
+        if not calendar:
+            return self.data
+        if self._with_calendar is None:
+            self._with_calendar = np.concatenate(
+                [self.data, calendar_columns(self.times, len(self.data))], axis=1
+            )
+        return self._with_calendar
+
     def spec(
         self, lookback_hours: float, sampling_rate: int, horizon_hours: float, target_steps: int = 1
     ) -> WindowSpec:
@@ -58,6 +70,25 @@ class Prepared:
         )
         spec.validate()
         return spec
+
+
+CALENDAR_COLUMNS = ("hour_sin", "hour_cos", "day_of_year_sin", "day_of_year_cos")
+
+
+def calendar_columns(times: np.ndarray | None, n_rows: int) -> np.ndarray:
+    """Sine and cosine of the hour of day and of the day of year for each row (float32,
+    ``(n_rows, 4)``, already in [-1, 1]); zeros when the series has no timestamps."""
+    if times is None:
+        return np.zeros((n_rows, len(CALENDAR_COLUMNS)), dtype=np.float32)
+    stamps = np.asarray(times).astype("datetime64[s]")
+    days = stamps.astype("datetime64[D]")
+    hour = (stamps - days).astype(np.int64) / 3600.0
+    years = stamps.astype("datetime64[Y]")
+    day_of_year = (days - years.astype("datetime64[D]")).astype(np.int64) + hour / 24.0
+    hour_angle = 2 * np.pi * hour / 24.0
+    year_angle = 2 * np.pi * day_of_year / 365.25
+    columns = [np.sin(hour_angle), np.cos(hour_angle), np.sin(year_angle), np.cos(year_angle)]
+    return np.stack(columns, axis=1).astype(np.float32)
 
 
 def prepare(dataset: Dataset, split: SplitPolicy | None = None) -> Prepared:
@@ -92,17 +123,21 @@ def load_prepared(
     source: str,
     *,
     time_column: str | None = None,
+    time_format: str | None = None,
     target: str | None = None,
     features: list[str] | None = None,
     max_rows: int | None = None,
     split: str | None = None,
+    reference_hours: float | None = None,
 ) -> tuple[Dataset, Prepared]:
     """Load a source, keep its first ``max_rows`` rows, split and normalize it: the one way a
     study (and every later look at it: evaluation, prediction) builds its data."""
     from search.data.sources import load_dataset
     from search.data.splits import parse_split
 
-    dataset = load_dataset(source, time_column=time_column, target=target, features=features)
+    dataset = load_dataset(
+        source, time_column=time_column, target=target, features=features, time_format=time_format
+    )
     if max_rows:
         dataset = dataset.head(int(max_rows))
-    return dataset, prepare(dataset, parse_split(split))
+    return dataset, prepare(dataset, parse_split(split, reference_hours=reference_hours))

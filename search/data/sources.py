@@ -14,6 +14,36 @@ Three kinds of source:
   hash instead.
 * any other string: the path of a CSV file with a time column and numeric columns.
 
+Reading a CSV file (the report records each choice):
+
+* encoding (``report["encoding"]``): UTF-8, with or without a byte-order mark (``utf-8`` /
+  ``utf-8-sig``; the mark never ends up in a column name), else Latin-1 (``latin-1``), the
+  station's own export format (``T (°C)``, ``rho (g/m³)``, ``µ``). Column names keep their
+  characters: a target is named as the file spells it.
+* columns: the target defaults to ``T (degC)``; a file without that column is an error asking
+  for ``--target``, listing the numeric columns. The features default to the 14 Jena columns
+  for the named sources and for a file holding all of them, and otherwise to every numeric
+  column except the time column (``report["features_chosen"] == "all numeric columns"``; the
+  others are listed in ``report["non_numeric_columns"]``). A column is numeric when every cell
+  that is not blank is a number and at least one is neither blank nor ``-9999``.
+* the time column (``report["time_format"]``, ``report["time_format_reason"]``) follows this
+  rule unless ``time_format`` (a strptime format, used as is) is given. The first value's form
+  picks the format, which every row must then have:
+
+  - ISO 8601, year first: ``2020-01-31 13:00[:00]``, also with ``T`` for the space, fractional
+    seconds, a UTC offset (converted to UTC) or the date alone (reported as ``ISO8601``);
+  - year first with slashes: ``2020/01/31 13:00[:00]``;
+  - dotted, always day first (the classic Jena file): ``31.01.2020 13:00[:00]``;
+  - slashes with the year last, ``D/M/YYYY`` or ``M/D/YYYY`` (as US exports write them):
+    month first if some value's second field is above 12, day first if some value's first field
+    is; a column where every value reads both ways is ambiguous, and one with both kinds mixed
+    is inconsistent: both are errors asking for ``--time-format`` (e.g.
+    ``--time-format "%d/%m/%Y %H:%M"``).
+
+  The time of day is ``H:MM`` or ``H:MM:SS`` (24-hour, or 12-hour with ``AM``/``PM``), or absent.
+  Any other form is an error asking for ``--time-format``. The step (``report["step_minutes"]``,
+  ``report["steps_per_hour"]``: 6 for 10-minute files, 1 for hourly ones) is inferred below.
+
 Repairs, all reported in :attr:`Dataset.report` (a plain JSON-serializable dict):
 
 * the time column must be in non-decreasing order (a file that goes back in time is an error
@@ -32,20 +62,23 @@ counted in the report (``sentinels_unused_columns``).
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import difflib
+import gzip
 import hashlib
 import json
+import lzma
 import os
+import re
 import shutil
 import sys
 import tempfile
 import urllib.error
 import urllib.request
-import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +138,21 @@ JENA_2009_FILE = "jena_climate_2009_2016.csv"
 JENA_2009_ROWS = 420_551
 JENA_2009_HEADER = ["Date Time", *JENA_FEATURES]
 
-_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%d.%m.%Y %H:%M:%S")
+_BOM = b"\xef\xbb\xbf"
+_BOM_TEXTS = ("\ufeff", "\u00ef\u00bb\u00bf")  # a BOM decoded as UTF-8, or as Latin-1
+_COMPRESSED: tuple[tuple[bytes, Callable[..., Any]], ...] = (
+    (b"\x1f\x8b", gzip.open),
+    (b"BZh", bz2.open),
+    (b"\xfd7zXZ\x00", lzma.open),
+)
+# The time rule (module docstring): the first value's form picks the format.
+_ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?:[ T]|$)")
+_DATE_FORMS = (
+    (re.compile(r"\d{4}/\d{1,2}/\d{1,2}"), "%Y/%m/%d", "year first, slashes"),
+    (re.compile(r"\d{1,2}\.\d{1,2}\.\d{4}"), "%d.%m.%Y", "dotted, day first"),
+)
+_SLASH_YEAR_LAST = re.compile(r"\d{1,2}/\d{1,2}/\d{4}")
+_TIME_PART = re.compile(r"(?P<sep>[ T])\d{1,2}:\d{2}(?P<seconds>:\d{2})?(?P<ampm> ?[AaPp][Mm])?")
 _DEFAULT_TIME_COLUMNS = {"jena-2020": "date", "jena-2009-2016": "Date Time"}
 _MAX_LISTED = 50  # duplicates / gaps / sentinel times listed in the report (counts stay exact)
 
@@ -445,41 +492,27 @@ def load_dataset(
     time_column: str | None = None,
     target: str | None = None,
     features: list[str] | None = None,
+    time_format: str | None = None,
     max_gap_steps: int = DEFAULT_MAX_GAP_STEPS,
     cache_dir: str | Path | None = None,
     download: bool = True,
 ) -> Dataset:
     """Load, check and repair a source (a name in SOURCES or a CSV path) into a :class:`Dataset`.
 
-    Defaults: the 14 Jena features and target ``T (degC)``; the time column is ``date`` /
-    ``Date Time`` for the named sources and the first column of a user CSV. Every problem is a
-    one-line :class:`DataError`.
+    Defaults (see the module docstring): the 14 Jena features, or every numeric column of a CSV
+    without them; target ``T (degC)``; the time column is ``date`` / ``Date Time`` for the named
+    sources and the first column of a user CSV, read by the time rule unless ``time_format`` (a
+    strptime format) is given. Every problem is a one-line :class:`DataError`.
     """
     if int(max_gap_steps) < 0:
         raise DataError(f"max_gap_steps must be >= 0, got {max_gap_steps}")
     max_gap_steps = int(max_gap_steps)
-    features = list(JENA_FEATURES if features is None else features)
-    target = JENA_TARGET if target is None else target
-    if not features:
-        raise DataError("features must name at least one column")
-    if len(set(features)) != len(features):
-        dups = sorted({f for f in features if features.count(f) > 1})
-        raise DataError(f"features name a column more than once: {dups}")
+    if features is not None:
+        _check_feature_names(features)
 
     report: dict[str, Any] = {"source": source}
-    if source == "jena-2020":
-        path, digest = _embedded_2020()
-        report.update(sha256=digest, sha256_of="jena_weather_2020.csv.gz", sha256_verified=True)
-    elif source == "jena-2009-2016":
-        path, digest = _fetch_jena(cache_dir, download)
-        report.update(sha256=digest, sha256_of=JENA_2009_FILE, sha256_verified=True)
-    else:
-        validate_source(source)
-        path = Path(source).expanduser()
-        report.update(sha256=_sha256_file(path), sha256_of=path.name, sha256_verified=False)
-    report["path"] = str(path)
-
-    frame = _read_csv(path)
+    path = _locate(source, cache_dir, download, report)
+    frame, report["encoding"] = _read_csv(path)
     columns = [str(c) for c in frame.columns]
     if time_column is None:
         time_column = _DEFAULT_TIME_COLUMNS.get(source)
@@ -488,18 +521,22 @@ def load_dataset(
         if not columns:
             raise DataError(f"{path}: the file has no columns")
         time_column = columns[0]
+    rows_raw = len(frame)
+    if rows_raw < 2:
+        raise DataError(f"{path}: has {rows_raw} data row(s); a time series needs many more")
+    _check_columns(path, columns, [time_column])
+    features, target = _choose_columns(source, path, frame, time_column, features, target, report)
     used = features + ([target] if target not in features else [])
     if time_column in used:
         raise DataError(
             f"{path}: column '{time_column}' is the time column and cannot also be a feature or "
             "the target"
         )
-    _check_columns(path, columns, [time_column, *used])
+    _check_columns(path, columns, used)
 
-    rows_raw = len(frame)
-    if rows_raw < 2:
-        raise DataError(f"{path}: has {rows_raw} data row(s); a time series needs many more")
-    times = _parse_times(frame[time_column], time_column, path, auto=auto_time)
+    times, report["time_format"], report["time_format_reason"] = _parse_times(
+        frame[time_column], time_column, path, auto=auto_time, time_format=time_format
+    )
     raw = np.empty((rows_raw, len(used)), dtype=np.float64)
     for j, col in enumerate(used):
         raw[:, j] = _numeric_column(frame[col], col, path)
@@ -592,19 +629,137 @@ def load_dataset(
     )
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _check_feature_names(features: list[str]) -> None:
+    """Raise DataError for an empty or repetitive ``features`` argument."""
+    if not features:
+        raise DataError("features must name at least one column")
+    if len(set(features)) != len(features):
+        dups = sorted({f for f in features if features.count(f) > 1})
+        raise DataError(f"features name a column more than once: {dups}")
+
+
+def _locate(
+    source: str, cache_dir: str | Path | None, download: bool, report: dict[str, Any]
+) -> Path:
+    """The CSV file of a source (verified for the named ones); its hash goes into ``report``."""
+    if source == "jena-2020":
+        path, digest = _embedded_2020()
+        report.update(sha256=digest, sha256_of="jena_weather_2020.csv.gz", sha256_verified=True)
+    elif source == "jena-2009-2016":
+        path, digest = _fetch_jena(cache_dir, download)
+        report.update(sha256=digest, sha256_of=JENA_2009_FILE, sha256_verified=True)
+    else:
+        validate_source(source)
+        path = Path(source).expanduser()
+        report.update(sha256=_sha256_file(path), sha256_of=path.name, sha256_verified=False)
+    report["path"] = str(path)
+    return path
+
+
+def _read_csv(path: Path) -> tuple[pd.DataFrame, str]:
+    """The file as a frame, and its encoding: ``utf-8``, ``utf-8-sig`` (with a BOM) or ``latin-1``."""
     try:
-        return pd.read_csv(path, engine="c", low_memory=False)
+        frame = _read_csv_as(path, "utf-8-sig")
+        encoding = "utf-8-sig" if _head_bytes(path, len(_BOM)) == _BOM else "utf-8"
+    except UnicodeDecodeError:
+        frame, encoding = _read_csv_as(path, "latin-1"), "latin-1"
+    first = str(frame.columns[0]) if len(frame.columns) else ""
+    for bom in _BOM_TEXTS:  # a BOM read as text (a mixed file decoded as Latin-1)
+        if first.startswith(bom):
+            frame = frame.rename(columns={frame.columns[0]: first[len(bom) :]})
+    return frame, encoding
+
+
+def _read_csv_as(path: Path, encoding: str) -> pd.DataFrame:
+    """The file as a frame in one encoding; a decoding error is left to the caller."""
+    try:
+        return pd.read_csv(path, engine="c", low_memory=False, encoding=encoding)
+    except UnicodeDecodeError:
+        raise
     except FileNotFoundError:
         raise DataError(f"data file not found: {path}") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (expected a CSV with a header row)") from None
     except pd.errors.ParserError as exc:
         raise DataError(f"{path}: not a readable CSV file ({_one_line(str(exc))})") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: cannot be read ({_one_line(str(exc))})") from None
+
+
+def _head_bytes(path: Path, n_bytes: int) -> bytes:
+    """The first bytes of the file's content (decompressed if it is a gzip/bz2/xz/zip file)."""
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic.startswith(b"PK\x03\x04"):
+        with zipfile.ZipFile(path) as zf, zf.open(zf.namelist()[0]) as member:
+            return member.read(n_bytes)
+    opener = next((op for m, op in _COMPRESSED if magic.startswith(m)), open)
+    with opener(path, "rb") as fh:
+        head: bytes = fh.read(n_bytes)
+    return head
+
+
+def _choose_columns(
+    source: str,
+    path: Path,
+    frame: pd.DataFrame,
+    time_column: str,
+    features: list[str] | None,
+    target: str | None,
+    report: dict[str, Any],
+) -> tuple[list[str], str]:
+    """The features and target to load, defaults applied (module docstring); notes the choice."""
+    columns = [str(c) for c in frame.columns]
+    if target is None and JENA_TARGET not in columns:
+        numeric = _numeric_columns(frame, time_column)[0]
+        choices = f"one of: {', '.join(numeric)}" if numeric else "a numeric column (none found)"
+        raise DataError(
+            f"{path} has no column '{JENA_TARGET}' to forecast; pass --target with {choices}"
+        )
+    target = JENA_TARGET if target is None else target
+    if features is not None:
+        report["features_chosen"] = "given"
+        return list(features), target
+    if source in SOURCES or all(c in columns for c in JENA_FEATURES):
+        report["features_chosen"] = "the 14 Jena columns"
+        return list(JENA_FEATURES), target
+    numeric, other = _numeric_columns(frame, time_column)
+    if not numeric:
+        raise DataError(
+            f"{path}: no numeric column besides the time column '{time_column}' (non-numeric: "
+            f"{_preview(other)}); pass --features with the input columns"
+        )
+    report.update(features_chosen="all numeric columns", non_numeric_columns=other)
+    return numeric, target
+
+
+def _numeric_columns(frame: pd.DataFrame, time_column: str) -> tuple[list[str], list[str]]:
+    """(numeric, other) names of the columns besides the time column (rule: module docstring)."""
+    numeric: list[str] = []
+    other: list[str] = []
+    for name in frame.columns:
+        if str(name) != time_column:
+            (numeric if _is_numeric(frame[name]) else other).append(str(name))
+    return numeric, other
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    """Every non-missing cell is a number, and at least one is a valid (non-sentinel) value."""
+    if pd.api.types.is_bool_dtype(column):
+        return False
+    values, first_bad = _to_numbers(column)
+    return first_bad is None and bool((np.isfinite(values) & (values != SENTINEL)).any())
+
+
+def _to_numbers(column: pd.Series) -> tuple[np.ndarray, int | None]:
+    """The column as float64 (blank cells NaN) and the row of its first non-number, if any."""
+    if pd.api.types.is_numeric_dtype(column):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan), None
+    blank = column.isna() | column.astype(str).str.strip().eq("")
+    coerced = pd.to_numeric(column.where(~blank), errors="coerce")
+    bad = (coerced.isna() & ~blank).to_numpy()
+    first_bad = int(np.flatnonzero(bad)[0]) if bad.any() else None
+    return coerced.to_numpy(dtype=np.float64, na_value=np.nan), first_bad
 
 
 def _check_columns(path: Path, columns: list[str], wanted: list[str]) -> None:
@@ -624,77 +779,136 @@ def _check_columns(path: Path, columns: list[str], wanted: list[str]) -> None:
     )
 
 
-def _parse_times(column: pd.Series, name: str, path: Path, auto: bool) -> np.ndarray:
+def _parse_times(
+    column: pd.Series, name: str, path: Path, auto: bool, time_format: str | None = None
+) -> tuple[np.ndarray, str, str]:
+    """The time column as naive datetime64[ns] (UTC where values carry an offset), the format
+    used and the reason for it (the time rule of the module docstring, or ``time_format``)."""
     how = "the first column" if auto else "time column"
     fix = "; pass time_column=<name of the date-time column>" if auto else ""
-    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+    where = f"{path}: {how} '{name}'"
+    if time_format is None and (
+        pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+    ):
         sample = column.iloc[0] if len(column) else None
         raise DataError(
-            f"{path}: {how} '{name}' holds numbers (e.g. {sample!r}), not date-times like "
+            f"{where} holds numbers (e.g. {sample!r}), not date-times like "
             f"'2020-01-01 00:10:00'{fix}"
         )
     missing = column.isna().to_numpy()
     if missing.any():
         i = int(np.flatnonzero(missing)[0])
         raise DataError(
-            f"{path}: {how} '{name}' is empty at data row {i + 1} (CSV line {i + 2}); every row "
-            f"needs a date-time{fix}"
+            f"{where} is empty at data row {i + 1} (CSV line {i + 2}); every row needs a "
+            f"date-time{fix}"
         )
     text = column.astype(str).str.strip()
-    first = text.iloc[0] if len(text) else ""
-    parsed = None
-    for fmt in _TIME_FORMATS:
-        try:
-            datetime.strptime(first, fmt)
-        except ValueError:
-            continue
-        parsed = pd.to_datetime(text, format=fmt, errors="coerce")
-        break
-    if parsed is None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
-                parsed = pd.to_datetime(text, errors="coerce")
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise DataError(
-                f"{path}: {how} '{name}' cannot be read as date-times ({_one_line(str(exc))}){fix}"
-            ) from None
-    if not isinstance(parsed.dtype, pd.DatetimeTZDtype) and not pd.api.types.is_datetime64_dtype(
-        parsed
-    ):
-        raise DataError(
-            f"{path}: {how} '{name}' mixes time zones or formats (e.g. {first!r}); use one format"
-            f"{fix}"
-        )
+    if time_format is None:
+        fmt, reason = _infer_time_format(text, where, fix)
+    else:
+        fmt, reason = time_format, "given (time_format)"
+    parsed = _to_datetimes(text, fmt, where)
     bad = parsed.isna().to_numpy()
     if bad.all():
+        expected = f"with time format {fmt!r}" if time_format else "by the time rule"
         raise DataError(
-            f"{path}: {how} '{name}' does not hold date-times (first value {first!r}){fix}"
+            f"{where} does not hold date-times readable {expected} (first value "
+            f"{text.iloc[0]!r}){fix}"
         )
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{path}: {how} '{name}' has a value that is not a date-time like the others: "
-            f"{text.iloc[i]!r} at data row {i + 1} (CSV line {i + 2})"
+            f"{where} has a value that is not a date-time like the others: "
+            f"{text.iloc[i]!r} at data row {i + 1} (CSV line {i + 2}); expected the format {fmt!r}"
         )
-    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    return parsed.to_numpy().astype("datetime64[ns]")
+    naive = parsed.dt.tz_localize(None)
+    return naive.to_numpy().astype("datetime64[ns]"), fmt, reason
+
+
+def _to_datetimes(text: pd.Series, fmt: str, where: str) -> pd.Series:
+    """``text`` read with ``fmt`` (a strptime format or ``ISO8601``) in UTC; NaT where it fails."""
+    try:
+        return pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DataError(
+            f"{where}: the time format {fmt!r} is not usable ({_one_line(str(exc))}); give a "
+            'strptime format such as --time-format "%Y-%m-%d %H:%M"'
+        ) from None
+
+
+def _infer_time_format(text: pd.Series, where: str, fix: str) -> tuple[str, str]:
+    """The format of the time column by the time rule (module docstring), and the reason."""
+    first = str(text.iloc[0])
+    if _ISO_DATE.match(first):
+        return "ISO8601", "ISO 8601, year first"
+    for pattern, date_format, reason in _DATE_FORMS:
+        match = pattern.match(first)
+        fmt = _with_time_part(date_format, first[match.end() :]) if match else None
+        if fmt is not None:
+            return fmt, reason
+    match = _SLASH_YEAR_LAST.match(first)
+    fmt = _with_time_part("%d/%m/%Y", first[match.end() :]) if match else None
+    if fmt is not None:
+        return _slash_order(text, fmt, where)
+    raise DataError(
+        f"{where} does not hold date-times in a known form (first value {first!r}); expected "
+        "YYYY-MM-DD HH:MM[:SS], DD.MM.YYYY HH:MM[:SS] or M/D/YYYY H:MM, or pass --time-format "
+        f'with a strptime format such as "%Y-%m-%d %H:%M"{fix}'
+    )
+
+
+def _with_time_part(date_format: str, rest: str) -> str | None:
+    """``date_format`` completed by the format of a value's time part ``rest``; None if unknown."""
+    if not rest:
+        return date_format
+    match = _TIME_PART.fullmatch(rest)
+    if match is None:
+        return None
+    ampm = match["ampm"] or ""
+    hour = "%I" if ampm else "%H"
+    seconds = ":%S" if match["seconds"] else ""
+    suffix = (" %p" if ampm.startswith(" ") else "%p") if ampm else ""
+    return f"{date_format}{match['sep']}{hour}:%M{seconds}{suffix}"
+
+
+def _slash_order(text: pd.Series, day_first: str, where: str) -> tuple[str, str]:
+    """Day-first or month-first format of a ``D/M/YYYY`` or ``M/D/YYYY`` column (time rule)."""
+    month_first = day_first.replace("%d/%m", "%m/%d", 1)
+    fields = text.str.extract(r"^(\d{1,2})/(\d{1,2})/")
+    above = [np.flatnonzero((pd.to_numeric(fields[k]) > 12).to_numpy()) for k in (0, 1)]
+    if above[0].size and above[1].size:
+        i, j = int(above[0][0]), int(above[1][0])
+        raise DataError(
+            f"{where} mixes day-first and month-first dates: {text.iloc[i]!r} at data row "
+            f"{i + 1} and {text.iloc[j]!r} at data row {j + 1}; fix the file or pass "
+            f'--time-format "{day_first}" (day first) or --time-format "{month_first}" '
+            "(month first)"
+        )
+    for k, fmt, order in ((0, day_first, "day"), (1, month_first, "month")):
+        if above[k].size:
+            i = int(above[k][0])
+            field_name = "first" if k == 0 else "second"
+            return fmt, (
+                f"slashes, {order} first (inferred: {text.iloc[i]!r} at data row {i + 1} has a "
+                f"{field_name} field above 12)"
+            )
+    raise DataError(
+        f"{where} is ambiguous: every date (e.g. {text.iloc[0]!r}) reads both day first and "
+        f'month first; pass --time-format "{day_first}" (day first) or --time-format '
+        f'"{month_first}" (month first)'
+    )
 
 
 def _numeric_column(column: pd.Series, name: str, path: Path) -> np.ndarray:
-    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-        return column.to_numpy(dtype=np.float64, na_value=np.nan)
-    coerced = pd.to_numeric(column, errors="coerce")
-    bad = (coerced.isna() & column.notna()).to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+    """The column as float64 (blank cells NaN); a cell that is not a number is a DataError."""
+    values, i = _to_numbers(column)
+    if i is not None:
         raise DataError(
             f"{path}: column '{name}' has a non-numeric value {str(column.iloc[i])!r} at data row "
             f"{i + 1} (CSV line {i + 2}); feature and target cells must be numbers (empty cells "
             f"and {SENTINEL:g} count as missing)"
         )
-    return coerced.to_numpy(dtype=np.float64, na_value=np.nan)
+    return values
 
 
 def _repair(

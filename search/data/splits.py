@@ -2,14 +2,26 @@
 
 A policy turns a series length into a :class:`SplitLayout` (row ranges per split); normalization
 statistics come from the layout's training rows only, and :func:`window_starts` asks the policy
-which windows belong to a split. Today's policy is the book's chronological 50/25/25 split.
+which windows belong to a split. Two policies:
+
+* :class:`ChronologicalSplit` (``chronological``, the default): the book's 50/25/25 split. On one
+  year of data it trains on winter to summer and validates on summer to autumn.
+* :class:`BlockedSplit` (``blocked:DAYS``): contiguous blocks of DAYS days assigned train, train,
+  val, test in turn, so every split sees every season. A window belongs to a split only when its
+  whole span lies inside one block of it; val and test targets are fixed by a reference reach so
+  that every trial of a study is scored on the same target times.
+
+:func:`split_report` summarizes a prepared split (rows, blocks, dates, calendar months) for the
+data-quality report and warns when val or test holds months of the year that train does not.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,15 +33,37 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SPLITS",
+    "BlockedSplit",
     "ChronologicalSplit",
     "SplitLayout",
     "SplitPolicy",
     "parse_split",
+    "split_report",
     "window_starts",
 ]
 
 SPLITS = ("train", "val", "test")
 DEFAULT_SPLIT = "chronological"
+DEFAULT_BLOCK_DAYS = 28.0
+BLOCK_CYCLE = ("train", "train", "val", "test")
+"""Block k of a blocked split belongs to ``BLOCK_CYCLE[k % 4]``."""
+MIN_MONTH_DAYS = 3.0
+"""A part covers a calendar month when it holds at least this many days of rows in it."""
+_SPLIT_FORMS = "expected chronological, blocked or blocked:DAYS"
+_MONTH_NAMES = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 _EPS = 1e-6
 
 
@@ -72,6 +106,10 @@ class SplitPolicy(ABC):
     @abstractmethod
     def starts(self, layout: SplitLayout, spec: WindowSpec, split: str) -> np.ndarray:
         """First input row of every window of a split, in chronological order (int64)."""
+
+    def describe(self, steps_per_hour: float) -> dict[str, Any]:
+        """Plain dict of the policy's settings for reports (at least its name)."""
+        return {"policy": self.name}
 
 
 class ChronologicalSplit(SplitPolicy):
@@ -155,12 +193,215 @@ class ChronologicalSplit(SplitPolicy):
         return np.arange(start, start + num, dtype=np.int64)
 
 
-def parse_split(text: str | None) -> SplitPolicy:
-    """The policy a ``--split`` value names (None: the default, chronological)."""
+class BlockedSplit(SplitPolicy):
+    """Contiguous blocks of ``days`` days assigned train, train, val, test in turn.
+
+    Block k holds rows ``[k*B, min((k+1)*B, n))`` with ``B = round(days * 24 * steps_per_hour)``
+    (the last block may be partial) and belongs to ``("train", "train", "val", "test")[k % 4]``,
+    so every split covers every season of a long enough record. Each block is its own range of
+    the layout (two neighbouring train blocks stay two ranges).
+
+    A window (rows ``s`` to ``s + span - 1``: its inputs and all its targets) belongs to a split
+    only when it lies inside one block of that split; no window straddles two blocks, so none
+    straddles two splits. Train blocks hold every such window. Val and test blocks hold, with a
+    reference reach of ``R = round(reference_hours * steps_per_hour)`` rows, exactly the windows
+    whose last target row lies in ``[block_start + R, block_end - 1]`` (with one target step:
+    whose target does): the rows a window of the reference reach can predict without leaving
+    the block (its first input row, ``R`` rows before its last target, lies in the block). The
+    set depends on the block and ``R`` only, so every trial of a study (whatever its lookback)
+    is scored on the same target times; a trial reaching further than ``R`` rows is a DataError.
+    ``reference_hours`` is the study's longest reach: its longest lookback + horizon +
+    (target_steps - 1) hours. Without it each trial uses its own span (val and test then hold
+    every window that fits a block, like train).
+    """
+
+    def __init__(
+        self, days: float = DEFAULT_BLOCK_DAYS, reference_hours: float | None = None
+    ) -> None:
+        if isinstance(days, bool) or not isinstance(days, numbers.Real):
+            raise DataError(f"block length must be a number of days, got {days!r}")
+        if not math.isfinite(days) or days < 1:
+            raise DataError(f"block length must be at least 1 day, got {days:g}")
+        if reference_hours is not None and (
+            isinstance(reference_hours, bool)
+            or not isinstance(reference_hours, numbers.Real)
+            or not math.isfinite(reference_hours)
+            or reference_hours <= 0
+        ):
+            raise DataError(
+                f"reference_hours must be a number of hours > 0, got {reference_hours!r}"
+            )
+        self.days: float = float(days)
+        self.reference_hours: float | None = (
+            None if reference_hours is None else float(reference_hours)
+        )
+
+    @property
+    def name(self) -> str:
+        return f"blocked:{self.days:g}"
+
+    def block_rows(self, steps_per_hour: float) -> int:
+        """Rows per block on a grid of ``steps_per_hour`` rows per hour."""
+        rows = round(self.days * 24 * steps_per_hour)
+        if rows < 1:
+            raise DataError(
+                f"blocks of {self.days:g} days hold no whole row at {steps_per_hour:g} rows per "
+                "hour; use longer blocks"
+            )
+        return int(rows)
+
+    def reference_rows(self, steps_per_hour: float) -> int | None:
+        """The reference reach in rows (None without ``reference_hours``)."""
+        if self.reference_hours is None:
+            return None
+        return int(round(self.reference_hours * steps_per_hour))
+
+    def describe(self, steps_per_hour: float) -> dict[str, Any]:
+        return {
+            "policy": self.name,
+            "block_days": self.days,
+            "block_rows": self.block_rows(steps_per_hour),
+            "reference_hours": self.reference_hours,
+        }
+
+    def layout(self, n_rows: int, steps_per_hour: float) -> SplitLayout:
+        block = self.block_rows(steps_per_hour)
+        n_blocks = -(-n_rows // block) if n_rows > 0 else 0
+        if n_blocks < len(BLOCK_CYCLE):
+            raise DataError(
+                f"series too short to split into blocks: {n_rows} rows in blocks of "
+                f"{self.days:g} days = {block} rows give {n_blocks} block(s), and the {self.name} "
+                f"split needs at least {len(BLOCK_CYCLE)} ({', '.join(BLOCK_CYCLE)}); use shorter "
+                "blocks (blocked:DAYS) or more data"
+            )
+        ranges: dict[str, list[tuple[int, int]]] = {split: [] for split in SPLITS}
+        for k in range(n_blocks):
+            ranges[BLOCK_CYCLE[k % len(BLOCK_CYCLE)]].append(
+                (k * block, min((k + 1) * block, n_rows))
+            )
+        return SplitLayout(ranges=ranges, n_rows=n_rows)
+
+    def starts(self, layout: SplitLayout, spec: WindowSpec, split: str) -> np.ndarray:
+        """Windows inside one block of the split: train (or no reference) every window that fits,
+        val/test those whose last target lies ``R`` rows or more after the block's first row."""
+        blocks = layout._ranges(split)
+        span = spec.span
+        reach = span - 1  # rows from a window's first input to its last target
+        geometry = (
+            f"lookback {spec.lookback_hours:g} h (sequence_length {spec.sequence_length} x "
+            f"sampling rate {int(spec.sampling_rate)}) + horizon {spec.horizon_hours:g} h"
+            + (f" + {spec.target_steps - 1} more hourly targets" if spec.target_steps > 1 else "")
+            + f" = a span of {span} rows"
+        )
+        reference = None if split == "train" else self.reference_rows(spec.steps_per_hour)
+        if reference is not None and reach > reference:
+            raise DataError(
+                f"{geometry} reaches {reach} rows from its first input to its last target, "
+                f"beyond the reference reach of {self.reference_hours:g} h = {reference} rows that "
+                f"fixes the {split} targets of the {self.name} split; pass the study's longest "
+                "lookback + horizon + (target_steps - 1) hours as reference_hours"
+            )
+        offset = reach if reference is None else reference  # first last-target row - block start
+        pieces = []
+        for start, end in blocks:
+            first = start + offset - reach  # first input row of the block's first window
+            last = end - span  # first input row of a window ending on the block's last row
+            if last >= first:
+                pieces.append(np.arange(first, last + 1, dtype=np.int64))
+        if not pieces:
+            longest = max(end - start for start, end in blocks)
+            need = offset + 1
+            reference_text = (
+                ""
+                if reference is None
+                else f" (at the reference reach of {self.reference_hours:g} h = {reference} rows)"
+            )
+            raise DataError(
+                f"blocks too short for {geometry}: the {split} split's {len(blocks)} block(s) of "
+                f"{self.name} (at most {longest} rows each) hold no complete window, which needs "
+                f"{need} rows inside one block{reference_text}; use longer blocks "
+                "(blocked:DAYS) or a shorter lookback/horizon"
+            )
+        return np.concatenate(pieces)
+
+
+def parse_split(text: str | None, reference_hours: float | None = None) -> SplitPolicy:
+    """The policy a ``--split`` value names: ``chronological`` (the default, also for None),
+    ``blocked`` (blocks of 28 days) or ``blocked:DAYS`` (DAYS a number >= 1). ``reference_hours``
+    (the study's longest lookback + horizon + (target_steps - 1) hours) fixes the val/test
+    targets of a blocked split; the chronological split ignores it."""
     text = (text or DEFAULT_SPLIT).strip()
     if text == "chronological":
         return ChronologicalSplit()
-    raise DataError(f"unknown split {text!r}; expected chronological")
+    if text == "blocked":
+        return BlockedSplit(DEFAULT_BLOCK_DAYS, reference_hours)
+    if text.startswith("blocked:"):
+        value = text.partition(":")[2].strip()
+        try:
+            days = float(value)
+        except ValueError:
+            raise DataError(
+                f"unknown split {text!r}: DAYS must be a number of days, got {value!r}; "
+                f"{_SPLIT_FORMS}"
+            ) from None
+        if not math.isfinite(days) or days < 1:
+            raise DataError(
+                f"unknown split {text!r}: DAYS must be at least 1 day, got {value!r}; "
+                f"{_SPLIT_FORMS}"
+            )
+        return BlockedSplit(days, reference_hours)
+    raise DataError(f"unknown split {text!r}; {_SPLIT_FORMS}")
+
+
+def split_report(prepared: Prepared) -> dict[str, Any]:
+    """Plain JSON-able summary of a prepared split for the data-quality report.
+
+    ``policy`` and the policy's settings; ``rows``; for each part (``train``, ``val``, ``test``):
+    its ``rows``, its number of ``blocks`` (row ranges) and, when the series has times, its
+    ``first`` and ``last`` timestamps (ISO), the calendar ``months`` (``"2020-01"``) in which it
+    holds at least ``min_month_days`` days of rows and its ``partial_months`` (some rows, fewer
+    days). ``warnings``: one line per part (val, test) naming the months of the year (by name)
+    that the part covers and train does not; the few days at a part's edge (a partial month)
+    neither count as coverage nor raise a warning.
+    """
+    layout = prepared.layout
+    steps_per_hour = float(prepared.steps_per_hour)
+    times = prepared.times
+    has_times = times is not None and len(times) == layout.n_rows
+    report: dict[str, Any] = dict(prepared.split.describe(steps_per_hour))
+    report["rows"] = int(layout.n_rows)
+    if has_times:
+        report["min_month_days"] = MIN_MONTH_DAYS
+    covered: dict[str, set[int]] = {}
+    for part in SPLITS:
+        ranges = layout._ranges(part)
+        entry: dict[str, Any] = {"rows": int(layout.rows(part)), "blocks": len(ranges)}
+        if has_times and times is not None and entry["rows"]:
+            part_times = np.asarray(times).astype("datetime64[s]")[layout.mask(part)]
+            entry["first"] = _iso(part_times[0])
+            entry["last"] = _iso(part_times[-1])
+            months, counts = np.unique(part_times.astype("datetime64[M]"), return_counts=True)
+            full = counts >= MIN_MONTH_DAYS * 24 * steps_per_hour - _EPS
+            entry["months"] = [str(m) for m in months[full]]
+            entry["partial_months"] = [str(m) for m in months[~full]]
+            covered[part] = {int(m) % 12 for m in months[full].astype(np.int64)}
+        report[part] = entry
+    warnings = []
+    for part in ("val", "test"):
+        missing = sorted(covered.get(part, set()) - covered.get("train", set()))
+        if missing:
+            names = ", ".join(_MONTH_NAMES[m] for m in missing)
+            warnings.append(
+                f"{part} covers {names}, where train holds fewer than {MIN_MONTH_DAYS:g} days of "
+                f"rows: {part} scores of the {prepared.split.name} split include months of the "
+                "year the model never trained on"
+            )
+    report["warnings"] = warnings
+    return report
+
+
+def _iso(value: Any) -> str:
+    return str(np.datetime_as_string(np.asarray(value).astype("datetime64[s]")))
 
 
 def window_starts(prepared: Prepared, spec: WindowSpec, split: str) -> np.ndarray:

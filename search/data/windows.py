@@ -139,13 +139,22 @@ def make_windows(
     batch_size: int = 256,
     shuffle: bool = False,
     seed: int | None = None,
+    calendar: bool = False,
     **kwargs: Any,
 ) -> WindowDataset:
-    """The windows of one split ("train", "val" or "test") as a Keras PyDataset.
+    """The windows of one split ("train", "val" or "test") as a Keras PyDataset; with
+    ``calendar`` the inputs carry the four calendar columns after the features.
 
     ``kwargs`` (workers, use_multiprocessing, max_queue_size) go to ``PyDataset``.
     """
     starts = window_starts(prepared, spec, split)
     return WindowDataset(
-        prepared.data, prepared.target, starts, spec, batch_size, shuffle, seed, **kwargs
+        prepared.inputs(calendar),
+        prepared.target,
+        starts,
+        spec,
+        batch_size,
+        shuffle,
+        seed,
+        **kwargs,
     )

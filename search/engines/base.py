@@ -45,6 +45,11 @@ class TrialSummary:
     datetime_complete: datetime | None = None
 
     @property
+    def is_book(self) -> bool:
+        """Whether this trial ran the space's book configuration."""
+        return bool(self.attrs.get("book_config"))
+
+    @property
     def duration_seconds(self) -> float | None:
         if self.datetime_start is None or self.datetime_complete is None:
             return None
@@ -66,6 +71,11 @@ class TrialHandle(ABC):
     @abstractmethod
     def number(self) -> int:
         """The trial's number in its study (0, 1, ...)."""
+
+    @property
+    def is_book(self) -> bool:
+        """Whether this trial runs the space's book configuration (enqueued as trial 0)."""
+        return False
 
     @abstractmethod
     def params(self, space: Space) -> dict[str, Any]:

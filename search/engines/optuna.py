@@ -45,8 +45,9 @@ def suggest(space: Space, trial: optuna.Trial) -> dict[str, Any]:
     else:
         architecture = space.architecture
     assert architecture is not None
+    skip = space.book_fixed() if trial.user_attrs.get("book_config") else set()
     for optuna_name, entry in space.branch(architecture).items():
-        if entry.constant:
+        if entry.constant or optuna_name in skip:
             continue
         spec = entry.spec
         value: Any
@@ -110,6 +111,10 @@ class OptunaTrialHandle(TrialHandle):
     @property
     def number(self) -> int:
         return self.trial.number
+
+    @property
+    def is_book(self) -> bool:
+        return bool(self.trial.user_attrs.get("book_config"))
 
     def params(self, space: Space) -> dict[str, Any]:
         return suggest(space, self.trial)

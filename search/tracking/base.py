@@ -78,5 +78,10 @@ class Tracker(ABC):
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None: ...
 
     @abstractmethod
+    def register_keras_model(self, run_id: str, model: Any, example: Any, name: str) -> str:
+        """Register a Keras model of a run in the model registry as ``name``; returns the
+        version."""
+
+    @abstractmethod
     def download(self, run_id: str, artifact_path: str) -> Path:
         """Download one artifact of a run into a fresh temporary folder; returns its path."""

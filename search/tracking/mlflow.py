@@ -186,6 +186,30 @@ class MlflowTracker(Tracker):
         status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}.get(state, "FAILED")
         self.client.set_terminated(run_id, status=status)
 
+    def register_keras_model(self, run_id: str, model: Any, example: Any, name: str) -> str:
+        """Save ``model`` in MLflow's Keras flavor (signature inferred from ``example`` inputs)
+        under the run's ``registered_model/`` artifacts and register it as a new version of the
+        registered model ``name``; returns the version."""
+        import mlflow.keras
+        from mlflow.exceptions import MlflowException
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(example, model.predict(example, verbose=0))
+        with tempfile.TemporaryDirectory(prefix="search-register-") as folder:
+            path = Path(folder) / "registered_model"
+            mlflow.keras.save_model(model, str(path), signature=signature)
+            self.client.log_artifacts(run_id, str(path), "registered_model")
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(
+                exc
+            ):
+                raise TrackingError(f"MLflow refused model name {name!r}: {exc.message}") from None
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/registered_model"
+        version = self.client.create_model_version(name, source=source, run_id=run_id)
+        return str(version.version)
+
     def download(self, run_id: str, artifact_path: str) -> Path:
         """Download one artifact of a run into a fresh temporary folder and return its path."""
         target = Path(tempfile.mkdtemp(prefix="search-artifact-"))

@@ -23,11 +23,12 @@ import keras
 import numpy as np
 
 from search.data.prepare import Prepared
-from search.data.references import baseline_mae
+from search.data.references import LinearCache, baseline_mae
 from search.data.sources import unit_of
-from search.data.windows import make_windows
+from search.data.windows import WindowDataset, make_windows
 from search.engines.base import TrialHandle, TrialPruned
 from search.training.models import build_model, make_optimizer
+from search.training.scaling import compile_loss, fit_scaling, scaled_model
 
 if TYPE_CHECKING:
     from search.spaces import Space, TrialConfig
@@ -114,6 +115,7 @@ class TrialRunner:
     trials_planned: int | None = None
     say: Callable[[str], None] = lambda line: None
     fixed_params: dict[str, Any] = field(default_factory=dict)
+    linear: LinearCache = field(default_factory=LinearCache)
     _done: int = 0
 
     @property
@@ -123,8 +125,14 @@ class TrialRunner:
     def __call__(self, handle: TrialHandle) -> float:
         self._done += 1
         backend, device = backend_and_device()
-        params = handle.params(self.space)
-        config = self.space.resolve(params)
+        try:
+            params = handle.params(self.space)
+            config = self.space.resolve(params, book=handle.is_book)
+        except Exception as exc:  # a space the study's sampler cannot follow: FAIL, go on
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            handle.set_attrs({"fail_reason": reason})
+            self.say(f"trial {handle.number}: FAILED ({reason})")
+            raise
         if self.epochs is not None:
             config = replace(config, epochs=self.epochs)
         run_id = self.tracker.create_trial_run(
@@ -136,7 +144,13 @@ class TrialRunner:
                 "optuna.trial_number": str(handle.number),
             },
         )
-        handle.set_attrs({"mlflow_run_id": run_id})
+        handle.set_attrs(
+            {
+                "mlflow_run_id": run_id,
+                "architecture": config.architecture,
+                "target_scaling": config.target_scaling,
+            }
+        )
         counter = f"{self._done}/{self.trials_planned}" if self.trials_planned else f"{self._done}"
         self.say(f"trial {handle.number} ({counter}): {_short(config)}")
         try:
@@ -164,25 +178,43 @@ class TrialRunner:
     def _train(self, handle: TrialHandle, config: TrialConfig, run_id: str) -> float:
         number, unit = handle.number, self.unit
         keras.utils.set_random_seed(self.seed + number)
-        spec = config.window(self.prepared.steps_per_hour)
+        prepared, calendar = self.prepared, config.calendar_features
+        spec = config.window(prepared.steps_per_hour)
+        scaling = fit_scaling(config.target_scaling, prepared, spec)
         train = make_windows(
-            self.prepared, spec, "train", config.batch_size, shuffle=True, seed=self.seed + number
+            prepared,
+            spec,
+            "train",
+            config.batch_size,
+            shuffle=True,
+            seed=self.seed + number,
+            calendar=calendar,
         )
-        val = make_windows(self.prepared, spec, "val", config.batch_size)
-        baseline = baseline_mae(self.prepared, spec, "val")
-        model = build_model(
+        val = make_windows(prepared, spec, "val", config.batch_size, calendar=calendar)
+        baseline = baseline_mae(prepared, spec, "val")
+        linear = self.linear.get(prepared, spec)
+        base = build_model(
             config.architecture,
-            (spec.sequence_length, self.prepared.data.shape[1]),
+            (spec.sequence_length, prepared.inputs(calendar).shape[1]),
             target_steps=config.target_steps,
             **config.model_kwargs,
         )
+        model = scaled_model(base, scaling)
         model.compile(
             optimizer=make_optimizer(config.optimizer, config.learning_rate),
-            loss=config.loss,
+            loss=compile_loss(config.loss, scaling),
             metrics=["mae"],
         )
         param_count = int(model.count_params())
-        self.tracker.log_metrics(run_id, {"baseline_mae": baseline, "param_count": param_count})
+        self.tracker.log_metrics(
+            run_id,
+            {
+                "baseline_mae": baseline,
+                "linear_mae": linear.val_mae,
+                "param_count": param_count,
+                **{k: v for k, v in scaling.describe().items() if k != "target_scaling"},
+            },
+        )
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
             self.tracker.log_metrics(run_id, logs, step=epoch)
@@ -191,7 +223,7 @@ class TrialRunner:
                 f"  trial {number} epoch {epoch + 1}/{config.epochs}: "
                 f"loss {logs.get('loss', math.nan):.4f}  "
                 f"val_mae {logs.get('val_mae', math.nan):.3f} {unit}"
-                f"  (trial best {best:.3f}, baseline {baseline:.3f})"
+                f"  (trial best {best:.3f}, naive {baseline:.3f}, linear {linear.val_mae:.3f})"
             )
 
         monitor = EpochMonitor(handle.report, on_epoch, patience=config.patience)
@@ -210,12 +242,14 @@ class TrialRunner:
             raise TrialFailed("no epoch produced a finite val_mae")
         best = monitor.best
         skill = 1.0 - best / baseline if baseline > 0 else math.nan
+        linear_skill = 1.0 - best / linear.val_mae if linear.val_mae > 0 else math.nan
         self.tracker.log_metrics(
             run_id,
             {
                 "best_val_mae": best,
                 "best_epoch": monitor.best_epoch,
                 "skill": skill,
+                "linear_skill": linear_skill,
                 "epochs_run": len(monitor.history),
                 "train_seconds": train_seconds,
             },
@@ -224,18 +258,26 @@ class TrialRunner:
             {
                 "skill": skill,
                 "baseline_mae": baseline,
+                "linear_mae": linear.val_mae,
+                "linear_skill": linear_skill,
                 "epochs_run": len(monitor.history),
                 "train_seconds": round(train_seconds, 3),
                 "param_count": param_count,
             }
         )
-        self._log_artifacts(run_id, model, monitor.history, baseline)
+        self._log_artifacts(run_id, model, monitor.history, baseline, linear.val_mae)
+        self._log_forecast(run_id, model, val)
         if monitor.pruned:
             raise TrialPruned(f"pruned at epoch {len(monitor.history)}")
         return best
 
     def _log_artifacts(
-        self, run_id: str, model: keras.Model, history: list[dict[str, float]], baseline: float
+        self,
+        run_id: str,
+        model: keras.Model,
+        history: list[dict[str, float]],
+        baseline: float,
+        linear: float,
     ) -> None:
         from search.training.plots import learning_curve
 
@@ -249,7 +291,7 @@ class TrialRunner:
         lines: list[str] = []
         model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
         self.tracker.log_text(run_id, "\n".join(lines) + "\n", "model_summary.txt")
-        figure = learning_curve(history, baseline, unit=self.unit)
+        figure = learning_curve(history, baseline, unit=self.unit, linear=linear)
         self.tracker.log_figure(run_id, figure, "learning_curve.png")
         import matplotlib.pyplot as plt
 
@@ -259,6 +301,24 @@ class TrialRunner:
             model.save(path)
             self.tracker.log_file(run_id, path, "model")
 
+    def _log_forecast(self, run_id: str, model: keras.Model, val: WindowDataset) -> None:
+        """forecast.png: the best epoch's val forecast against the actual series and the naive
+        forecast over two weeks, and the error distributions."""
+        import matplotlib.pyplot as plt
+
+        from search.training.plots import forecast_figure
+
+        predicted = np.asarray(model.predict(val, verbose=0))[:, 0]
+        actual = val.targets()[:, 0]
+        naive = self.prepared.target[val.last_input_rows()]
+        rows = val.start_rows() + val.spec.delay
+        times = self.prepared.times[rows] if self.prepared.times is not None else rows
+        figure = forecast_figure(
+            times, actual, predicted, naive, self.unit, self.prepared.steps_per_hour
+        )
+        self.tracker.log_figure(run_id, figure, "forecast.png")
+        plt.close(figure)
+
 
 def _short(config: TrialConfig) -> str:
     model = ", ".join(
@@ -266,7 +326,9 @@ def _short(config: TrialConfig) -> str:
         for k, v in sorted(config.model_kwargs.items())
         if v not in (False, 0, 0.0, None) or k == "units"
     )
+    extra = f" target={config.target_scaling}" + (" +calendar" if config.calendar_features else "")
     return (
         f"{config.architecture}({model}) lookback={config.lookback_hours:g}h "
         f"rate={config.sampling_rate} lr={config.learning_rate:.2g} batch={config.batch_size}"
+        f"{extra}"
     )

@@ -1,0 +1,309 @@
+"""Forecast quality benchmark: do the trials learn, and does a study find forecasters worth having?
+
+Three parts, on the embedded 2020 Jena file, every figure beside its references measured in the
+same run (naive = "24 h from now equals now" and the ridge linear model, both on the exact
+windows of the trial they judge):
+
+A. The book's LSTM(16) (120 h lookback, hourly steps, 24 h ahead, rmsprop 1e-3, batch 256), val
+   MAE per epoch with each target scaling (none / standard / residual), same seed and weights.
+B. The default `search run` (space quick, 6 trials) in a fresh folder: best val MAE against
+   naive and linear, and its wall time (seed 42, the default, then two more seeds).
+R. Each shipped architecture's book model with residual targets: val MAE after one epoch
+   against naive.
+C. A `--space all` study on each split (chronological, blocked): best val MAE against both
+   references, and the best model's test MAE evaluated once (`search best --evaluate-test`).
+   The studies live in --out and resume where they stopped when the benchmark is re-run (a
+   study is topped up to --trials); the two splits run side by side, one core each.
+
+    python benchmarks/bench_quality.py [--out benchmarks/results/quality] [--trials 50]
+        [--epochs 6] [--timeout 4200] [--parts ABRC] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.cli_helpers import cli_env, search_command  # noqa: E402
+
+SPLITS = ("chronological", "blocked")
+
+
+def part_a(epochs: int) -> dict[str, list[float]]:
+    """Val MAE per epoch of the book's LSTM(16) with each target scaling."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    from search.data.prepare import load_prepared
+    from search.data.references import baseline_mae, linear_reference
+    from search.data.windows import make_windows
+    from search.training.models import build_model, make_optimizer
+    from search.training.scaling import compile_loss, fit_scaling, scaled_model
+
+    _, prepared = load_prepared("jena-2020")
+    spec = prepared.spec(120, 6, 24)
+    curves: dict[str, list[float]] = {
+        "naive": [baseline_mae(prepared, spec, "val")],
+        "linear": [linear_reference(prepared, spec).val_mae],
+    }
+    for mode in ("none", "standard", "residual"):
+        keras.utils.set_random_seed(0)
+        scaling = fit_scaling(mode, prepared, spec)
+        model = scaled_model(build_model("lstm", (spec.sequence_length, 14), units=16), scaling)
+        model.compile(
+            optimizer=make_optimizer("rmsprop", 1e-3),
+            loss=compile_loss("mse", scaling),
+            metrics=["mae"],
+        )
+        train = make_windows(prepared, spec, "train", 256, shuffle=True, seed=0)
+        val = make_windows(prepared, spec, "val", 256)
+        started = time.perf_counter()
+        history = model.fit(train, validation_data=val, epochs=epochs, verbose=0)
+        curves[mode] = [round(float(v), 3) for v in history.history["val_mae"]]
+        print(
+            f"A  LSTM(16) {mode:<8} val MAE per epoch: {curves[mode]}  "
+            f"({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+    print(
+        f"A  references on the same windows: naive {curves['naive'][0]:.3f}, "
+        f"linear {curves['linear'][0]:.3f}",
+        flush=True,
+    )
+    return curves
+
+
+def part_r() -> dict[str, dict]:
+    """Each shipped architecture's book model with residual targets: val MAE after one epoch
+    against naive on the same windows (an untrained residual model is exactly naive)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    from search.data.prepare import load_prepared
+    from search.data.references import baseline_mae
+    from search.data.windows import make_windows
+    from search.spaces import load_space
+    from search.training.models import build_model, make_optimizer
+    from search.training.scaling import compile_loss, fit_scaling, scaled_model
+
+    _, prepared = load_prepared("jena-2020")
+    results = {}
+    for name in (
+        "dense",
+        "conv1d",
+        "simple_rnn",
+        "lstm",
+        "gru",
+        "stacked_gru",
+        "bidirectional",
+        "conv_gru",
+    ):
+        space = load_space(name)
+        config = space.resolve(space.book_params(), book=True)
+        spec = config.window(prepared.steps_per_hour)
+        keras.utils.set_random_seed(0)
+        scaling = fit_scaling("residual", prepared, spec)
+        base = build_model(
+            config.architecture,
+            (spec.sequence_length, 14),
+            config.target_steps,
+            **config.model_kwargs,
+        )
+        model = scaled_model(base, scaling)
+        model.compile(
+            optimizer=make_optimizer(config.optimizer, config.learning_rate),
+            loss=compile_loss(config.loss, scaling),
+            metrics=["mae"],
+        )
+        train = make_windows(prepared, spec, "train", config.batch_size, shuffle=True, seed=0)
+        val = make_windows(prepared, spec, "val", config.batch_size)
+        started = time.perf_counter()
+        history = model.fit(train, validation_data=val, epochs=1, verbose=0)
+        mae = float(history.history["val_mae"][0])
+        naive = baseline_mae(prepared, spec, "val")
+        results[name] = {"epoch1_val_mae": mae, "naive": naive, "ratio": mae / naive}
+        print(
+            f"R  {name:<13} residual, book config, epoch 1: val {mae:.3f} vs naive {naive:.3f} "
+            f"= {mae / naive:.3f}x ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+    return results
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None, log: Path | None = None):
+    started = time.perf_counter()
+    out = open(log, "a") if log else subprocess.PIPE
+    proc = subprocess.run(
+        search_command(*args),
+        cwd=cwd,
+        env=cli_env(env),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    if log:
+        out.close()  # type: ignore[union-attr]
+    return proc, time.perf_counter() - started
+
+
+def _best(storage: str, study: str) -> dict:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    loaded = optuna.load_study(study_name=study, storage=storage)
+    best = loaded.best_trial
+    states: dict[str, int] = {}
+    for trial in loaded.trials:
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    return {
+        "trials": len(loaded.trials),
+        "states": states,
+        "best_trial": best.number,
+        "best_val_mae": best.value,
+        "naive_val_mae": best.user_attrs.get("baseline_mae"),
+        "linear_val_mae": best.user_attrs.get("linear_mae"),
+        "skill_vs_naive": best.user_attrs.get("skill"),
+        "skill_vs_linear": best.user_attrs.get("linear_skill"),
+        "params": best.params,
+    }
+
+
+def part_b(out: Path, seeds: list[int]) -> list[dict]:
+    """The default study in a fresh folder per seed."""
+    results = []
+    for seed in seeds:
+        folder = out / f"default-seed-{seed}"
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        extra = [] if seed == 42 else ["--seed", str(seed)]
+        proc, seconds = _run(["run", *extra], folder)
+        if proc.returncode != 0:
+            raise SystemExit(f"default study failed:\n{proc.stdout[-3000:]}")
+        result = {"seed": seed, "wall_s": round(seconds, 1)}
+        result.update(_best(f"sqlite:///{folder / 'search-studies.db'}", "quick"))
+        results.append(result)
+        print(
+            f"B  default study, seed {seed}: {result['trials']} trials in {seconds:.0f} s; best "
+            f"trial {result['best_trial']} val {result['best_val_mae']:.3f} vs naive "
+            f"{result['naive_val_mae']:.3f} ({result['skill_vs_naive']:+.1%}) and linear "
+            f"{result['linear_val_mae']:.3f} ({result['skill_vs_linear']:+.1%})",
+            flush=True,
+        )
+    return results
+
+
+def part_c(out: Path, trials: int, epochs: int | None, timeout: float) -> dict[str, dict]:
+    """A --space all study per split, side by side, topped up to `trials`; then test once."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{out / 'studies.db'}"
+    tracking = f"sqlite:///{out / 'mlflow.db'}"
+    procs = {}
+    started = time.perf_counter()
+    for split in SPLITS:
+        study = f"all-{split}"
+        try:
+            done = len(optuna.load_study(study_name=study, storage=storage).trials)
+        except KeyError:
+            done = 0
+        left = trials - done
+        if left <= 0:
+            continue
+        args = ["run", "--space", "all", "--study", study, "--split", split]
+        args += ["--trials", str(left), "--timeout", str(int(timeout))]
+        args += ["--storage", storage, "--tracking-uri", tracking, "--seed", "0"]
+        if epochs:
+            args += ["--epochs", str(epochs)]
+        env = cli_env({"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"})
+        log = open(out / f"{study}.log", "a")
+        procs[split] = (
+            subprocess.Popen(
+                search_command(*args), cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT
+            ),
+            log,
+        )
+        print(f"C  {study}: {done} trials so far, running {left} more (log {log.name})", flush=True)
+    for split, (proc, log) in procs.items():
+        proc.wait()
+        log.close()
+        if proc.returncode != 0:
+            print(f"C  all-{split} exited {proc.returncode}; see its log", flush=True)
+    results = {}
+    for split in SPLITS:
+        study = f"all-{split}"
+        result = _best(storage, study)
+        proc, _ = _run(["best", study, "--storage", storage, "--evaluate-test"], out)
+        match = re.search(
+            r"test MAE ([\d.]+) \S+ \(naive ([\d.]+), skill ([-+\d.]+)%; linear ([\d.]+), "
+            r"skill ([-+\d.]+)%\)",
+            proc.stdout,
+        )
+        if match:
+            result.update(
+                test_mae=float(match[1]),
+                test_naive_mae=float(match[2]),
+                test_skill_vs_naive=float(match[3]) / 100,
+                test_linear_mae=float(match[4]),
+                test_skill_vs_linear=float(match[5]) / 100,
+            )
+        results[split] = result
+        test = (
+            f"; test {result['test_mae']:.3f} vs naive {result['test_naive_mae']:.3f} "
+            f"({result['test_skill_vs_naive']:+.1%}) and linear {result['test_linear_mae']:.3f} "
+            f"({result['test_skill_vs_linear']:+.1%})"
+            if "test_mae" in result
+            else f"; test evaluation failed: {proc.stdout[-300:]}"
+        )
+        print(
+            f"C  all on {split}: {result['trials']} trials {result['states']}; best trial "
+            f"{result['best_trial']} ({result['params'].get('architecture')}, "
+            f"{result['params'].get('target_scaling', 'none')}) val {result['best_val_mae']:.3f} "
+            f"vs naive {result['naive_val_mae']:.3f} ({result['skill_vs_naive']:+.1%}) and linear "
+            f"{result['linear_val_mae']:.3f} ({result['skill_vs_linear']:+.1%}){test}",
+            flush=True,
+        )
+    print(f"C  wall time this run: {time.perf_counter() - started:.0f} s", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "quality")
+    parser.add_argument("--parts", default="ABRC", help="which parts to run (default ABRC)")
+    parser.add_argument("--epochs-a", type=int, default=8, help="epochs per scaling in part A")
+    parser.add_argument("--seeds", default="42,1,2", help="seeds of the default study (part B)")
+    parser.add_argument("--trials", type=int, default=50, help="trials per split (part C)")
+    parser.add_argument("--epochs", type=int, default=None, help="max epochs per trial (part C)")
+    parser.add_argument("--timeout", type=float, default=4200, help="seconds per study (part C)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    figures: dict = {}
+    if "A" in args.parts:
+        figures["a_book_lstm"] = part_a(args.epochs_a)
+    if "B" in args.parts:
+        figures["b_default_study"] = part_b(args.out, [int(s) for s in args.seeds.split(",")])
+    if "R" in args.parts:
+        figures["r_residual_epoch1"] = part_r()
+    if "C" in args.parts:
+        figures["c_all_studies"] = part_c(args.out, args.trials, args.epochs, args.timeout)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

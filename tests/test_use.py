@@ -1,0 +1,153 @@
+"""Using what a study found: `search predict` on a file the study never saw, `search best
+--register` into a local model registry, and a study on the blocked split that remembers it."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+
+from search.data.sources import JENA_FEATURES, load_dataset
+from tests.cli_helpers import run_cli
+
+STUDY = "use"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("use")
+    result = run_cli(
+        "run",
+        "--study",
+        STUDY,
+        "--split",
+        "blocked:10",
+        "--trials",
+        "2",
+        "--epochs",
+        "1",
+        "--max-rows",
+        "9000",
+        "--seed",
+        "4",
+        cwd=folder,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(blocked:10 split)" in result.stdout
+    return folder
+
+
+def _new_file(folder: Path, first: int, rows: int, columns: list[str]) -> Path:
+    """Rows of the 2020 record the study never saw (it used the first 9,000), as a user CSV."""
+    ds = load_dataset("jena-2020")
+    index = [ds.feature_names.index(c) for c in columns]
+    path = folder / f"new-{first}-{len(columns)}.csv"
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["Date Time", *columns])
+        for row in range(first, first + rows):
+            stamp = str(ds.times[row].astype("datetime64[s]")).replace("T", " ")
+            writer.writerow([stamp, *(f"{ds.values[row, i]:.2f}" for i in index)])
+    return path
+
+
+def test_the_study_remembers_its_blocked_split(workdir: Path) -> None:
+    study = optuna.load_study(
+        study_name=STUDY, storage=f"sqlite:///{workdir / 'search-studies.db'}"
+    )
+    assert study.user_attrs["split"] == "blocked:10"
+    refused = run_cli("run", "--study", STUDY, "--split", "chronological", cwd=workdir)
+    assert refused.returncode == 2 and "--fresh" in refused.stderr
+    same = run_cli(
+        "run",
+        "--study",
+        STUDY,
+        "--split",
+        "blocked:10",
+        "--trials",
+        "1",
+        "--epochs",
+        "1",
+        cwd=workdir,
+    )
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "continuing study" in same.stdout and "(blocked:10 split)" in same.stdout
+
+
+def test_predict_on_a_file_the_study_never_saw(workdir: Path) -> None:
+    path = _new_file(workdir, 30_000, 1_200, JENA_FEATURES)
+    out = workdir / "forecasts.csv"
+    result = run_cli("predict", STUDY, "--data", str(path), "--to", str(out), cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = list(csv.reader(out.read_text().splitlines()))
+    assert rows[0] == ["time", "forecast T (degC)"]
+    study = optuna.load_study(
+        study_name=STUDY, storage=f"sqlite:///{workdir / 'search-studies.db'}"
+    )
+    from search.spaces import load_space
+
+    best = study.best_trial
+    config = load_space("quick").resolve(best.params, book=bool(best.user_attrs.get("book_config")))
+    lookback_rows = int(config.lookback_hours * 6)
+    forecasts = rows[1:]
+    # one forecast per complete window; each is for the last input's time + 24 h
+    assert len(forecasts) == 1_200 - (lookback_rows - config.sampling_rate)
+    ds = load_dataset("jena-2020")
+    last = ds.times[30_000 + lookback_rows - config.sampling_rate].astype("datetime64[s]")
+    assert forecasts[0][0] == str(last + np.timedelta64(24, "h")).replace("T", " ")
+    values = np.array([float(v) for _, v in forecasts])
+    # The same forecasts, computed independently: the study's training statistics applied to
+    # the file's own numbers, the windows cut by hand, the model straight from MLflow.
+    from search.data.prepare import load_prepared
+
+    _, study_data = load_prepared(
+        "jena-2020", max_rows=9000, split="blocked:10", reference_hours=192
+    )
+    with open(path) as source:
+        raw = np.array([[float(v) for v in row[1:]] for row in list(csv.reader(source))[1:]])
+    inputs = ((raw - study_data.mean) / study_data.std).astype(np.float32)
+    rows = np.arange(len(forecasts))[:, None] + np.arange(0, lookback_rows, config.sampling_rate)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    local = client.download_artifacts(
+        best.user_attrs["mlflow_run_id"], "model/model.keras", str(workdir)
+    )
+    import keras
+
+    import search.training.scaling  # noqa: F401
+
+    model = keras.models.load_model(local, compile=False, safe_mode=True)
+    expected = model.predict(inputs[rows], verbose=0)[:, 0]
+    np.testing.assert_allclose(values, expected, atol=2e-3)
+    printed = run_cli("predict", STUDY, "--data", str(path), cwd=workdir)
+    assert printed.returncode == 0 and printed.stdout == out.read_text()
+
+
+def test_predict_refuses_a_file_without_the_studys_columns(workdir: Path) -> None:
+    path = _new_file(workdir, 30_000, 300, JENA_FEATURES[:5])
+    result = run_cli("predict", STUDY, "--data", str(path), cwd=workdir)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "rho (g/m**3)" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_register_the_best_model_and_load_it_by_name(workdir: Path) -> None:
+    result = run_cli("best", STUDY, "--register", "jena-forecaster", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "models:/jena-forecaster/1" in result.stdout
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    try:
+        import search.training.scaling  # noqa: F401  (the inverse-scaling layer)
+
+        model = mlflow.keras.load_model("models:/jena-forecaster/1")
+        info = mlflow.models.get_model_info("models:/jena-forecaster/1")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert info.signature is not None
+    shape = info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]
+    assert shape[-1] == 14  # window steps x the 14 features
+    x = np.zeros((2, shape[1], 14), dtype=np.float32)
+    assert model.predict(x, verbose=0).shape == (2, 1)
