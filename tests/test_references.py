@@ -290,5 +290,7 @@ def test_the_widest_window_fits_in_seconds(jena_prepared: Prepared) -> None:
     assert WIDEST.sequence_length * 14 == 6720
     assert (ref.inputs, ref.blocks, ref.block_steps, ref.block_hours) == (1680, 120, 4, 2.0)
     assert ref.train_windows > 24_000
-    assert ref.fit_seconds < 10
+    # About 2 s on a quiet 2-core machine; the bound leaves room for a loaded CI box, and the
+    # unreduced 6,720-input fit (16x the X^T X work, 64x the eigendecomposition) would not fit.
+    assert ref.fit_seconds < 30
     assert ref.val_mae < baseline_mae(jena_prepared, WIDEST, "val")
