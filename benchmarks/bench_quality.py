@@ -91,23 +91,17 @@ def part_r() -> dict[str, dict]:
     from search.data.prepare import load_prepared
     from search.data.references import baseline_mae
     from search.data.windows import make_windows
-    from search.spaces import load_space
+    from search.spaces import list_spaces
     from search.training.models import build_model, make_optimizer
     from search.training.scaling import compile_loss, fit_scaling, scaled_model
 
     _, prepared = load_prepared("jena-2020")
     results = {}
-    for name in (
-        "dense",
-        "conv1d",
-        "simple_rnn",
-        "lstm",
-        "gru",
-        "stacked_gru",
-        "bidirectional",
-        "conv_gru",
-    ):
-        space = load_space(name)
+    # every shipped single-architecture space (the default `quick` aside)
+    for space in list_spaces():
+        if space.architectures is not None or space.name == "quick":
+            continue
+        name = space.name
         config = space.resolve(space.book_params(), book=True)
         spec = config.window(prepared.steps_per_hour)
         keras.utils.set_random_seed(0)

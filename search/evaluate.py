@@ -12,11 +12,20 @@ from search.errors import SearchError
 from search.record import StudyRecord, load_study_data, load_study_space
 
 
+def load_trial_model(tracker: Any, run_id: str) -> Any:
+    """A trial's saved ``model.keras`` from the tracking store, loaded in Keras' safe mode (it
+    predicts in the target's units)."""
+    import keras
+
+    import search.training.scaling  # noqa: F401  (registers the custom layers for loading)
+
+    path = tracker.download(run_id, "model/model.keras")
+    return keras.models.load_model(path, compile=False, safe_mode=True)
+
+
 def evaluate_best_on_test(engine: Engine, study: str, tracking_uri: str) -> dict[str, Any]:
     """Load the best trial's saved model from the tracking store, evaluate it on the test split,
     log to the study's parent run, and return the figures (with the target's ``unit``)."""
-    import keras
-
     from search.data.references import baseline_mae, linear_reference
     from search.data.windows import make_windows
     from search.tracking import open_tracker
@@ -34,10 +43,7 @@ def evaluate_best_on_test(engine: Engine, study: str, tracking_uri: str) -> dict
     config = space.resolve(best.params, book=best.is_book)
     dataset, prepared = load_study_data(record, space)
     spec = config.window(prepared.steps_per_hour)
-    model_path = tracker.download(run_id, "model/model.keras")
-    import search.training.scaling  # noqa: F401  (registers the custom layers for loading)
-
-    model = keras.models.load_model(model_path, compile=False, safe_mode=True)
+    model = load_trial_model(tracker, run_id)
     model.compile(loss="mae", metrics=["mae"])
     test = make_windows(
         prepared, spec, "test", config.batch_size, calendar=config.calendar_features

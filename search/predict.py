@@ -16,6 +16,7 @@ import numpy as np
 
 from search.engines import Engine, TrialSummary
 from search.errors import DataError, SearchError
+from search.evaluate import load_trial_model
 from search.record import StudyRecord, load_study_data, load_study_space
 
 __all__ = ["Forecasts", "predict_file", "register_best"]
@@ -53,15 +54,6 @@ def _best(engine: Engine, study: str) -> tuple[TrialSummary, StudyRecord]:
     if not best.attrs.get("mlflow_run_id"):
         raise SearchError(f"study {study!r} has no MLflow run for trial {best.number}")
     return best, StudyRecord.from_attrs(engine.study_attrs())
-
-
-def _load_model(tracker: Any, run_id: str) -> Any:
-    import keras
-
-    import search.training.scaling  # noqa: F401  (registers the custom layers for loading)
-
-    path = tracker.download(run_id, "model/model.keras")
-    return keras.models.load_model(path, compile=False, safe_mode=True)
 
 
 def predict_file(
@@ -111,7 +103,7 @@ def predict_file(
             f"{data} has {len(inputs)} rows; the model needs {int(offsets[-1]) + 1} rows "
             f"({config.lookback_hours:g} h) for one forecast"
         )
-    model = _load_model(tracker, best.attrs["mlflow_run_id"])
+    model = load_trial_model(tracker, best.attrs["mlflow_run_id"])
     starts = np.arange(count, dtype=np.int64)
     outputs = []
     for first in range(0, count, 1024):
@@ -144,7 +136,7 @@ def register_best(engine: Engine, study: str, tracking_uri: str, name: str) -> d
     val = make_windows(prepared, spec, "val", 8, calendar=config.calendar_features)
     example = val[0][0]
     run_id = best.attrs["mlflow_run_id"]
-    model = _load_model(tracker, run_id)
+    model = load_trial_model(tracker, run_id)
     version = tracker.register_keras_model(run_id, model, example, name)
     return {
         "name": name,

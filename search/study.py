@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from search.data.references import LinearCache
 from search.engines import Engine, TrialSummary, open_engine
 from search.errors import SearchError
 from search.record import (
@@ -219,12 +220,10 @@ def run_study(request: StudyRequest) -> StudyOutcome:
         f"train/val/test {prepared.num_train:,}/{prepared.num_val:,}/{prepared.num_test:,} "
         f"({prepared.split.name} split)"
     )
-    from search.data.splits import split_report
-
-    for warning in split_report(prepared).get("warnings", []):
+    linear = LinearCache()  # shared with the trials: the book geometry is fitted once
+    references = _book_references(space, prepared, linear)  # a window that cannot fit fails here
+    for warning in references["split"].get("warnings", []):
         say(f"note: {warning}")
-
-    references = _book_references(space, prepared)  # a window that cannot fit fails here
     created = engine.open(name, seed=record.seed, join_seed=request.seed)
     experiment_id = tracker.open()
     recovered = 0
@@ -248,6 +247,7 @@ def run_study(request: StudyRequest) -> StudyOutcome:
         trials_planned=request.trials,
         say=say,
         fixed_params={"data": record.data, "max_rows": record.max_rows},
+        linear=linear,
     )
 
     def report_best(_trial: TrialSummary) -> None:
@@ -275,14 +275,14 @@ def run_study(request: StudyRequest) -> StudyOutcome:
     )
 
 
-def _book_references(space: Space, prepared: Any) -> dict[str, Any]:
+def _book_references(space: Space, prepared: Any, cache: LinearCache) -> dict[str, Any]:
     """Both references on the book configuration's val windows, and the split report."""
-    from search.data.references import baseline_mae, linear_reference
+    from search.data.references import baseline_mae
     from search.data.splits import split_report
 
     book = space.resolve(space.book_params(), book=True)
     book_spec = book.window(prepared.steps_per_hour)
-    linear = linear_reference(prepared, book_spec)
+    linear = cache.get(prepared, book_spec)
     return {
         "baseline_val_mae": baseline_mae(prepared, book_spec, "val"),
         "linear_val_mae": linear.val_mae,

@@ -21,18 +21,8 @@ import pytest
 
 from tests.cli_helpers import cli_env, run_cli, search_command
 from tests.servers import free_port, wait_for_http
+from tests.test_ui import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 STUDY = "dash-study"
 OTHER_STUDY = "other-study"
 TRIALS = 3
