@@ -13,6 +13,19 @@
 #                                 localhost and private addresses, each with any port. Name what
 #                                 workers on other machines use, e.g. "mlflow.example.org:*".
 #   MLFLOW_SERVER_ALLOWED_HOSTS   the whole list instead of the default (MLflow's own variable)
+#
+# Logins (optional): MLFLOW_AUTH=basic-auth runs MLflow's basic-auth app (`--app-name
+# basic-auth`, from mlflow[auth]): every request but /health needs a user name and password.
+#   MLFLOW_AUTH_ADMIN_USERNAME    the admin user created on the first start (default admin)
+#   MLFLOW_AUTH_ADMIN_PASSWORD    its password, 12 characters or more; read by MLflow itself from
+#                                 the environment, never written to a file or a command line.
+#                                 Only the first start uses it: change it later through MLflow.
+#   MLFLOW_AUTH_DATABASE_URI      where users and permissions are kept
+#                                 (default sqlite:////mlauth/basic_auth.db, a volume)
+#   MLFLOW_AUTH_DEFAULT_PERMISSION  what a user may do with others' experiments: READ (default),
+#                                 EDIT, MANAGE or NO_PERMISSIONS
+#   MLFLOW_AUTH_CONFIG_PATH       an auth config file of your own instead of the four above
+#   MLFLOW_FLASK_SERVER_SECRET_KEY  the CSRF key of the login pages (default: random per start)
 set -eu
 
 : "${MLFLOW_BACKEND_STORE_URI:?set MLFLOW_BACKEND_STORE_URI, e.g. postgresql://USER:PASSWORD@postgres:5432/mlflow}"
@@ -34,6 +47,40 @@ fi
 if [ -n "${MLFLOW_EXTRA_ALLOWED_HOSTS:-}" ]; then
     MLFLOW_SERVER_ALLOWED_HOSTS="$MLFLOW_SERVER_ALLOWED_HOSTS,$MLFLOW_EXTRA_ALLOWED_HOSTS"
 fi
+
+case "${MLFLOW_AUTH:-}" in
+    "" | none | off | false) ;;
+    basic-auth | basic | on | true)
+        if [ -z "${MLFLOW_AUTH_CONFIG_PATH:-}" ]; then
+            case "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" in
+                "" | *change-me*)
+                    echo "mlflow-entrypoint: MLFLOW_AUTH=$MLFLOW_AUTH needs MLFLOW_AUTH_ADMIN_PASSWORD," \
+                        "a long random password (not the placeholder of .env.example)" >&2
+                    exit 2
+                    ;;
+            esac
+            # The settings, not the password: MLflow reads that from the environment.
+            MLFLOW_AUTH_CONFIG_PATH="$(mktemp "${TMPDIR:-/tmp}/mlflow-basic-auth.XXXXXX")"
+            cat >"$MLFLOW_AUTH_CONFIG_PATH" <<EOF
+[mlflow]
+default_permission = ${MLFLOW_AUTH_DEFAULT_PERMISSION:-READ}
+database_uri = ${MLFLOW_AUTH_DATABASE_URI:-sqlite:////mlauth/basic_auth.db}
+admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+EOF
+            export MLFLOW_AUTH_CONFIG_PATH
+        fi
+        if [ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ]; then
+            MLFLOW_FLASK_SERVER_SECRET_KEY="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+        fi
+        export MLFLOW_FLASK_SERVER_SECRET_KEY
+        set -- --app-name basic-auth "$@"
+        ;;
+    *)
+        echo "mlflow-entrypoint: MLFLOW_AUTH=$MLFLOW_AUTH: expected basic-auth, or empty for no logins" >&2
+        exit 2
+        ;;
+esac
 
 # Scorer/GenAI job runner: unused by `search`, seven extra processes. Set to true to enable.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"

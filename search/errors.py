@@ -6,7 +6,25 @@ the CLI prints its message on one line and exits with code 2. Anything else is a
 
 
 class SearchError(Exception):
-    """A problem with the user's input or environment, reported as one line (exit code 2)."""
+    """A problem with the user's input or environment, reported as one line (exit code 2).
+
+    The message is one line by construction: text quoted into it (a YAML parser's report, a
+    column name, a server's answer) may hold line breaks, which become single spaces here.
+    """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        if isinstance(message, str):
+            message = one_line(message)
+        super().__init__(message, *args)
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: every line break (``\\n``, ``\\r``, ``\\x85``, ``\\u2028``...) and
+    the blanks around it become one space."""
+    lines = text.splitlines()
+    if len(lines) == 1 and lines[0] == text:
+        return text
+    return " ".join(part.strip() for part in lines if part.strip())
 
 
 class DataError(SearchError):

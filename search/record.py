@@ -93,6 +93,9 @@ class StudyRecord:
     seed: int = DEFAULT_SEED
     split: str = DEFAULT_SPLIT
     engine: str = DEFAULT_ENGINE
+    sampler: str | None = None  # Optuna's sampler and pruner (None: the defaults)
+    pruner: str | None = None
+    tuner: str | None = None  # keras-tuner's tuner
     space_yaml: str | None = None  # the space file's text when the study began
     mlflow_parent_run_id: str | None = None
     mlflow_tracking_uri: str | None = None

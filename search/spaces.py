@@ -47,6 +47,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    FiniteFloat,
     NonNegativeInt,
     PlainValidator,
     PositiveFloat,
@@ -177,9 +178,9 @@ class FloatParam(_Distribution):
     """``{type: float, low, high, step: null, log: false}``: an Optuna FloatDistribution."""
 
     type: Literal["float"]
-    low: float
-    high: float
-    step: PositiveFloat | None = None
+    low: FiniteFloat
+    high: FiniteFloat
+    step: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     log: StrictBool = False
 
     @model_validator(mode="after")
@@ -327,6 +328,17 @@ class FixedSettings(BaseModel):
         return self
 
 
+class SearchSettings(BaseModel):
+    """A space's preferred search method (``search:`` in the file); the CLI's ``--sampler``,
+    ``--pruner`` and ``--tuner`` override it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sampler: Literal["tpe", "random", "gp", "cmaes"] | None = None
+    pruner: Literal["median", "halving", "hyperband", "none"] | None = None
+    tuner: Literal["hyperband", "bayesian", "random"] | None = None
+
+
 class BookConfig(BaseModel):
     """The book's configuration of a space: enqueued as a study's first trial.
 
@@ -378,6 +390,7 @@ class Space(BaseModel):
     architectures: dict[str, dict[str, ParamSpec]] | None = None
     params: dict[str, ParamSpec] = Field(default_factory=dict)
     fixed: FixedSettings = Field(default_factory=FixedSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
     book: BookConfig
 
     # ------------------------------------------------------------------ validation
@@ -541,6 +554,18 @@ class Space(BaseModel):
                 if entry.name == "lookback_hours":
                     longest = max(longest, *(float(v) for v in entry.extremes()))
         return longest + self.fixed.horizon_hours + (self.fixed.target_steps - 1)
+
+    def widest_windows(self) -> list[tuple[float, int]]:
+        """(lookback_hours, sampling_rate) of the longest lookback at every reachable sampling
+        rate: a split that holds a window of each of these holds one of every trial's."""
+        widest: dict[int, float] = {}
+        for architecture in self.candidate_architectures:
+            by_name = {entry.name: entry for entry in self.branch(architecture).values()}
+            lookbacks = by_name["lookback_hours"].values() or []
+            for rate in by_name["sampling_rate"].values() or []:
+                longest = max(float(hours) for hours in lookbacks)
+                widest[int(rate)] = max(widest.get(int(rate), 0.0), longest)
+        return sorted((hours, rate) for rate, hours in widest.items())
 
     def book_fixed(self) -> set[str]:
         """Engine names of the searched parameters the book trial does not sample (it uses
@@ -725,6 +750,8 @@ class TrialConfig:
 
 
 def _is_whole(x: float) -> bool:
+    if not math.isfinite(x):
+        return False
     return math.isclose(x, round(x), rel_tol=0, abs_tol=1e-9)
 
 
@@ -773,8 +800,10 @@ def _type_problem(expected: Any, value: Any) -> str | None:
     if expected is float:
         return (
             None
-            if isinstance(value, (int, float)) and not isinstance(value, bool)
-            else (f"takes a number, got {value!r}")
+            if isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            else (f"takes a finite number, got {value!r}")
         )
     return None
 
@@ -953,6 +982,8 @@ def parse_space(data: Any, path: Path | None = None) -> Space:
             f"got {type(data).__name__}"
         )
     data = dict(data)
+    if "path" in data:  # set from where the file was read, never by the file itself
+        raise SpaceError(f"{label}: path: unknown key")
     if path is not None:
         data.setdefault("name", path.stem)
         data["path"] = path
@@ -967,23 +998,34 @@ def _read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise SpaceError(f"{path}: cannot read the space file ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise SpaceError(
+            f"{path}: not a text (UTF-8) file: byte {error.object[error.start]:#04x} at offset "
+            f"{error.start}; a space file is YAML text"
+        ) from None
+    return _parse_yaml(text, str(path))
+
+
+def _parse_yaml(text: str, label: str) -> Any:
+    """The YAML document in ``text``; anything PyYAML cannot read is a one-line SpaceError."""
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise SpaceError(f"{path}: malformed YAML{where}: {problem}") from None
+        problem = getattr(error, "problem", None) or str(error).strip() or type(error).__name__
+        raise SpaceError(f"{label}: malformed YAML{where}: {problem}") from None
+    except Exception as error:
+        # PyYAML's constructors let other errors through on some malformed scalars (a timestamp
+        # with month 13, an empty `!!int`, a nesting too deep to build): bad input, not a crash.
+        problem = f"{type(error).__name__}: {error}".strip()
+        raise SpaceError(f"{label}: malformed YAML: {problem}") from None
 
 
 def space_from_text(text: str, path: Path | None = None) -> Space:
     """Validate a space file's text (a study's snapshot of its space); errors raise SpaceError."""
     label = str(path) if path is not None else "space"
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as error:
-        raise SpaceError(f"{label}: malformed YAML: {error}") from None
-    return parse_space(data, path)
+    return parse_space(_parse_yaml(text, label), path)
 
 
 def _shipped() -> dict[str, Path]:

@@ -12,12 +12,13 @@ Accepted forms:
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from search.errors import StorageError
@@ -32,6 +33,7 @@ _SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 # Trials whose worker stopped sending heartbeats for this long are marked FAIL (crash recovery).
 HEARTBEAT_INTERVAL_S = 30
 GRACE_PERIOD_S = 120
+SQLITE_BUSY_TIMEOUT_S = 60
 _SCHEMA_RETRIES = 8
 
 
@@ -98,9 +100,98 @@ def check_storage(url: str, must_exist: bool = False) -> None:
                 f"storage {url!r} does not exist yet: no study has been run with it "
                 "(pass the --storage that `search run` used)"
             )
+        if path.is_dir():
+            raise StorageError(f"storage {url!r}: {str(path)!r} is a folder, not a file")
+        if scheme == "sqlite":
+            _check_sqlite_file(url, path)
+        else:
+            _check_journal_file(url, path)
         return
     if scheme in ("postgresql", "postgres"):
         _check_postgres(url)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+# Optuna's tables; `studies` is created first, so a schema another worker is creating right now
+# already has it.
+_OPTUNA_TABLES = frozenset(
+    (
+        "studies",
+        "study_directions",
+        "study_user_attributes",
+        "study_system_attributes",
+        "trials",
+        "trial_params",
+        "trial_values",
+        "trial_intermediate_values",
+        "trial_heartbeats",
+        "trial_user_attributes",
+        "trial_system_attributes",
+        "version_info",
+    )
+)
+
+
+def sqlite_tables(path: Path) -> set[str] | None:
+    """The table names of an existing SQLite file, read without writing to it; ``None`` when
+    they cannot be read now (locked, or a file that is not SQLite: see :data:`SQLITE_HEADER`)."""
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return None
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return {str(name) for (name,) in rows}
+
+
+def _check_sqlite_file(url: str, path: Path) -> None:
+    """An existing file must be a SQLite database holding Optuna's tables (or none yet): never
+    another program's database (the MLflow store given as --storage), which Optuna would
+    otherwise alter by adding its own tables."""
+    if not path.is_file():
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(len(SQLITE_HEADER))
+    if not head:
+        return  # an empty file: SQLite treats it as an empty database
+    if head != SQLITE_HEADER:
+        raise StorageError(f"storage {redact(url)!r}: {str(path)!r} is not a SQLite database")
+    tables = sqlite_tables(path)
+    if tables and not tables & _OPTUNA_TABLES:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        hint = " (it looks like an MLflow tracking store)" if "experiments" in tables else ""
+        raise StorageError(
+            f"storage {redact(url)!r}: {str(path)!r} is another program's SQLite database "
+            f"(tables {shown}){hint}, not an Optuna study storage; give the file `search run` "
+            "used as --storage"
+        )
+
+
+def _check_journal_file(url: str, path: Path) -> None:
+    """An existing, non-empty journal file must start with an Optuna journal record."""
+    if not path.is_file():
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    line, newline, _ = head.partition(b"\n")
+    if not head or not newline:
+        return  # empty, or a first record still being written by another worker
+    try:
+        record = json.loads(line)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or "op_code" not in record:
+        raise StorageError(
+            f"storage {redact(url)!r}: {str(path)!r} is not an Optuna journal file (its first "
+            "line is not a journal record)"
+        )
 
 
 def _check_postgres(url: str) -> None:
@@ -133,21 +224,34 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if scheme == "journal":
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(_journal_path(url))))
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(str(_journal_path(url))))
+        except Exception as exc:  # a damaged or foreign file: replaying it fails in many ways
+            raise StorageError(
+                f"cannot open storage {redact(url)!r} as an Optuna journal: "
+                f"{type(exc).__name__}: {_first_line(exc)}"
+            ) from None
     import sqlalchemy.exc
 
-    engine_kwargs = {"pool_pre_ping": True} if scheme != "sqlite" else {}
+    engine_kwargs: dict[str, Any] = (
+        {"pool_pre_ping": True}
+        if scheme != "sqlite"
+        else {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}  # wait out another writer
+    )
     for attempt in range(_SCHEMA_RETRIES):
         try:
             # Heartbeats are "experimental" in Optuna 5; crash recovery relies on them.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
+                storage = _resilient_rdb_storage()(
                     url,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=HEARTBEAT_INTERVAL_S,
                     grace_period=GRACE_PERIOD_S,
                 )
+            if scheme == "sqlite" and os.environ.get("SEARCH_SQLITE_WAL") == "1":
+                _write_ahead_log(storage)
+            return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
             # Workers opening a fresh database at once race to create Optuna's schema
             # (optuna/optuna#1092); the losers retry and find the tables made.
@@ -159,6 +263,122 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         except Exception as exc:  # SQLAlchemy raises many types; the user needs one line
             raise StorageError(f"cannot open storage {redact(url)!r}: {_first_line(exc)}") from None
     raise AssertionError("unreachable")
+
+
+DB_RETRY_S = 180.0
+"""How long a storage call keeps retrying while its database is unreachable (a restart)."""
+_RETRIED = (
+    "create_new_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "get_all_studies",
+    "create_new_trial",
+    "set_trial_param",
+    "get_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial",
+    "get_all_trials",
+    "get_best_trial",
+)
+_storage_class: Any = None
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether an error means the database went away (a restart, a dropped connection, a busy
+    SQLite file) rather than a bad request."""
+    import optuna
+    import sqlalchemy.exc
+
+    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (sqlalchemy.exc.PendingRollbackError, sqlalchemy.exc.DisconnectionError)):
+        return True  # a session left over from the dropped connection: rolled back, retry
+    if not isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+        return False
+    text = str(exc).lower()
+    return not any(lasting in text for lasting in _LASTING)
+
+
+_LASTING = (
+    "readonly",
+    "read-only",
+    "no such",
+    "disk i/o",
+    "malformed",
+    "not a database",
+    "unable to open",
+    "permission denied",
+    "authentication",
+    "does not exist",
+    "disk is full",
+    "database or disk is full",
+)
+"""Operational errors that waiting does not cure: reported at once."""
+
+
+def _retrying(method: Any) -> Any:
+    import functools
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + DB_RETRY_S
+        delay = 0.25
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                if not _connection_lost(exc) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay + random.random() * delay / 2)
+                delay = min(delay * 2, 8.0)
+
+    return call
+
+
+def _resilient_rdb_storage() -> Any:
+    """Optuna's RDBStorage that outlives a database restart: calls retry with a bounded
+    backoff while the connection is lost (``pool_pre_ping`` then reconnects), and a failed
+    heartbeat does not stop the heartbeat thread for good (Optuna's does, after which a live
+    trial is later failed as stale)."""
+    global _storage_class
+    if _storage_class is not None:
+        return _storage_class
+    import optuna
+
+    class ResilientRDBStorage(optuna.storages.RDBStorage):  # type: ignore[misc]
+        def record_heartbeat(self, trial_id: int) -> None:
+            try:
+                super().record_heartbeat(trial_id)
+            except Exception:  # the database is away: the next beat tries again
+                pass
+
+    for name in _RETRIED:
+        setattr(ResilientRDBStorage, name, _retrying(getattr(optuna.storages.RDBStorage, name)))
+    _storage_class = ResilientRDBStorage
+    return _storage_class
+
+
+def _write_ahead_log(storage: Any) -> None:
+    """SQLite's write-ahead log, so the workers of `search run --jobs N` read while one writes
+    (the file stays in WAL mode; a read-only file keeps its mode)."""
+    try:
+        with storage.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+    except Exception:
+        pass
 
 
 def _first_line(exc: BaseException) -> str:

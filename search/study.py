@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from search.data.references import LinearCache
-from search.engines import Engine, TrialSummary, open_engine
-from search.errors import SearchError
+from search.engines import Engine, SearchOptions, TrialSummary, open_engine
+from search.errors import DataError, SearchError
 from search.record import (
     DEFAULT_SEED,
     DEFAULT_SPACE,
@@ -34,7 +34,10 @@ from search.record import (
     space_identity,
     validate_study_name,
 )
+from search.runtime import versions_tag
 from search.tracking import Tracker, open_tracker, redact, resolve_tracking_uri
+from search.tracking.redact import without_credentials
+from search.workers import checkpoint_root
 
 if TYPE_CHECKING:
     from search.spaces import Space
@@ -42,7 +45,11 @@ if TYPE_CHECKING:
 __all__ = ["StudyOutcome", "StudyRequest", "plan_study", "run_study"]
 
 JOIN_WAIT_S = 120.0
+DEFAULT_SAMPLER = "tpe"
+DEFAULT_PRUNER = "median"
+DEFAULT_TUNER = "hyperband"
 CRASH_REASON = "its worker stopped sending heartbeats (crashed or killed)"
+DEAD_REASON = "its worker process is gone (killed or crashed on this host)"
 
 
 @dataclass
@@ -68,7 +75,11 @@ class StudyRequest:
     seed: int | None = None
     split: str | None = None
     time_format: str | None = None
-    engine: str = "optuna"
+    engine: str | None = None  # optuna or keras-tuner; None: what the study remembers, else optuna
+    sampler: str | None = None  # Optuna: tpe, random, gp, cmaes (None: the space's, else tpe)
+    pruner: str | None = None  # Optuna: median, halving, hyperband, none
+    tuner: str | None = None  # keras-tuner: hyperband, bayesian, random
+    max_consecutive_failures: int = 5
     fresh: bool = False
     verbose: bool = False
     progress: Callable[[str], None] | None = field(default=None, repr=False)
@@ -100,6 +111,7 @@ class StudyOutcome:
     best: TrialSummary | None
     unit: str
     recovered: int = 0
+    stopped_for_failures: int | None = None  # N when --max-consecutive-failures N stopped it
 
     @property
     def counts(self) -> dict[str, int]:
@@ -121,7 +133,9 @@ def plan_study(request: StudyRequest) -> StudyPlan:
     from search.tracking import check_tracking_uri
 
     name = validate_study_name(
-        request.study or (_stem(request.space) if request.space else DEFAULT_SPACE)
+        request.study
+        if request.study is not None
+        else (_stem(request.space) if request.space else DEFAULT_SPACE)
     )
     if request.space is not None:
         load_space(request.space)  # one line naming the file and parameter
@@ -131,21 +145,53 @@ def plan_study(request: StudyRequest) -> StudyPlan:
         from search.data.splits import parse_split
 
         parse_split(request.split)
+    _check_search_options(request)
     storage = resolve_storage_url(request.storage)
     check_storage(storage)
     tracking_uri = resolve_tracking_uri(request.tracking_uri)
     check_tracking_uri(tracking_uri)
-    engine = open_engine(request.engine, storage)
+    engine = open_engine("optuna", storage)  # every engine keeps its study in this storage
     exists = engine.exists(name)
     stored: StudyRecord | None = None
     if exists:
         engine.open(name, seed=None, create=False, join_seed=request.seed)
         stored = StudyRecord.from_attrs(engine.study_attrs())
     record = _reconcile(request, name, stored if not request.fresh else None)
+    _check_search_options(request, record)
+    if record.engine != "optuna":
+        engine = open_engine(record.engine, storage)
     if record.space_yaml is None:
         load_space(record.space)
     validate_source(record.data)
     return StudyPlan(request, name, storage, tracking_uri, record, exists, stored, engine)
+
+
+def _check_search_options(request: StudyRequest, record: StudyRecord | None = None) -> None:
+    """Engine, sampler, pruner and tuner names, and flags that do not fit the engine."""
+    from search.engines import ENGINES, PRUNERS, SAMPLERS, TUNERS
+
+    for flag, value, allowed in (
+        ("engine", request.engine, ENGINES),
+        ("sampler", request.sampler, SAMPLERS),
+        ("pruner", request.pruner, PRUNERS),
+        ("tuner", request.tuner, TUNERS),
+    ):
+        if value is not None and value not in allowed:
+            raise SearchError(f"unknown --{flag} {value!r}; expected one of {', '.join(allowed)}")
+    if record is None:
+        return
+    if record.engine == "keras-tuner":
+        for flag, value in (("sampler", request.sampler), ("pruner", request.pruner)):
+            if value is not None:
+                raise SearchError(
+                    f"--{flag} is an Optuna setting; a keras-tuner study takes --tuner"
+                )
+    elif request.tuner is not None:
+        raise SearchError("--tuner is a keras-tuner setting; pass --engine keras-tuner with it")
+    if record.sampler in ("gp", "cmaes"):
+        from search.engines.optuna import check_sampler_installed
+
+        check_sampler_installed(record.sampler)
 
 
 def _stem(space: str) -> str:
@@ -168,7 +214,34 @@ def _reconcile(request: StudyRequest, name: str, stored: StudyRecord | None) -> 
             max_rows=request.max_rows,
             seed=request.seed if request.seed is not None else DEFAULT_SEED,
             split=_split_identity(request.split or StudyRecord.split),
-            engine=request.engine,
+            engine=request.engine or StudyRecord.engine,
+            sampler=request.sampler,
+            pruner=request.pruner,
+            tuner=request.tuner,
+        )
+    for flag, given, kept in (
+        ("target", request.target, stored.target),
+        ("features", request.features, stored.features),
+        ("max-rows", request.max_rows, stored.max_rows if stored.max_rows else "all rows"),
+        ("time-column", request.time_column, stored.time_column),
+        ("time-format", request.time_format, stored.time_format),
+    ):
+        if given is None or kept is None or given == kept:
+            continue  # not given, or the study never fixed it (the source's default)
+        shown = ",".join(kept) if isinstance(kept, list) else kept
+        raise SearchError(
+            f"study {name!r} was started with --{flag} {shown}; resume it without --{flag} (or "
+            "with that value), or pass --fresh (or a new --study name) to start a new study"
+        )
+    if request.tuner is not None and stored.tuner is not None and request.tuner != stored.tuner:
+        raise SearchError(
+            f"study {name!r} searches with --tuner {stored.tuner} (its oracle's state); resume it "
+            "with that --tuner, or pass --fresh (or a new --study name) to start anew"
+        )
+    if request.engine is not None and request.engine != stored.engine:
+        raise SearchError(
+            f"study {name!r} runs on the {stored.engine} engine; resume it without --engine (or with "
+            f"--engine {stored.engine}), or pass --fresh (or a new --study name) to start anew"
         )
     for key, given, identity in (
         ("space", request.space, space_identity),
@@ -188,6 +261,9 @@ def _reconcile(request: StudyRequest, name: str, stored: StudyRecord | None) -> 
         features=request.features or stored.features,
         max_rows=request.max_rows or stored.max_rows,
         seed=request.seed if request.seed is not None else stored.seed,
+        sampler=request.sampler or stored.sampler,
+        pruner=request.pruner or stored.pruner,
+        tuner=request.tuner or stored.tuner,
     )
 
 
@@ -222,8 +298,27 @@ def run_study(request: StudyRequest) -> StudyOutcome:
     )
     linear = LinearCache()  # shared with the trials: the book geometry is fitted once
     references = _book_references(space, prepared, linear)  # a window that cannot fit fails here
+    problem = _widest_window_problem(space, prepared)
+    if problem is not None:
+        if not plan.exists or request.fresh:
+            raise DataError(problem)  # a new study: refused before anything is stored
+        say(f"note: {problem}")  # a study begun before this check goes on as it was
     for warning in references["split"].get("warnings", []):
         say(f"note: {warning}")
+    options = SearchOptions(
+        sampler=record.sampler or space.search.sampler or DEFAULT_SAMPLER,
+        pruner=record.pruner or space.search.pruner or DEFAULT_PRUNER,
+        tuner=record.tuner or space.search.tuner or DEFAULT_TUNER,
+        max_epochs=request.epochs or space.fixed.epochs,
+        conditional=space.conditional,
+    )
+    engine.configure(options)
+    if not plan.exists or request.fresh:  # a new study remembers how it searches
+        if engine.name == "keras-tuner":
+            record = replace(record, tuner=options.tuner)
+        else:
+            record = replace(record, sampler=options.sampler, pruner=options.pruner)
+    engine.bind(space)
     created = engine.open(name, seed=record.seed, join_seed=request.seed)
     experiment_id = tracker.open()
     recovered = 0
@@ -232,9 +327,16 @@ def run_study(request: StudyRequest) -> StudyOutcome:
         say(f"new study {name!r}: trial 0 is the space's book configuration")
     else:
         tracker.attach_parent_run(_wait_for_parent(engine, name))
+    if tracker.parent_run_id is not None:  # every machine that worked on the study
+        tracker.set_tags(tracker.parent_run_id, versions_tag())
+    if not created:
         recovered = recover_crashed_trials(engine, tracker)
         done = len(engine.trials())
-        extra = f"; {recovered} trial(s) of a stopped worker marked FAIL" if recovered else ""
+        extra = (
+            f"; {recovered} trial(s) of a stopped worker marked FAIL and re-queued"
+            if recovered
+            else ""
+        )
         say(f"continuing study {name!r} ({done} trials so far{extra})")
 
     runner = TrialRunner(
@@ -248,18 +350,27 @@ def run_study(request: StudyRequest) -> StudyOutcome:
         say=say,
         fixed_params={"data": record.data, "max_rows": record.max_rows},
         linear=linear,
+        checkpoints=checkpoint_root(plan.storage, name),
     )
 
-    def report_best(_trial: TrialSummary) -> None:
+    failures = {"in_a_row": 0, "stopped": False}
+
+    def report_best(trial: TrialSummary) -> None:
         best = engine.best()
         if best is not None and best.value is not None:
             say(f"  best so far: trial {best.number}, val_mae {best.value:.3f} {unit}")
+        failures["in_a_row"] = failures["in_a_row"] + 1 if trial.state == "FAIL" else 0
+        if failures["in_a_row"] >= request.max_consecutive_failures:
+            failures["stopped"] = True
+            engine.stop()
 
     status = "FINISHED"
     try:
         engine.optimize(runner, request.trials, request.timeout, on_trial_end=report_best)
     except KeyboardInterrupt:
         status = "KILLED"
+        stopped = [t for t in engine.trials() if t.number == runner.last_trial]
+        requeue(engine, [t for t in stopped if t.state == "FAIL"])
         raise
     finally:
         _summarize(engine, tracker, status, unit)
@@ -272,6 +383,7 @@ def run_study(request: StudyRequest) -> StudyOutcome:
         best=engine.best(),
         unit=unit,
         recovered=recovered,
+        stopped_for_failures=(request.max_consecutive_failures if failures["stopped"] else None),
     )
 
 
@@ -289,6 +401,31 @@ def _book_references(space: Space, prepared: Any, cache: LinearCache) -> dict[st
         "linear_penalty": linear.penalty,
         "split": split_report(prepared),
     }
+
+
+def _widest_window_problem(space: Space, prepared: Any) -> str | None:
+    """Why some split holds no window of the longest lookback the space can sample (a trial
+    left unscorable, or a best model that cannot be evaluated on the test split), or None."""
+    from search.data.geometry import WindowSpec
+    from search.data.splits import SPLITS, window_starts
+
+    for hours, rate in space.widest_windows():
+        spec = WindowSpec(
+            hours,
+            rate,
+            space.fixed.horizon_hours,
+            space.fixed.target_steps,
+            prepared.steps_per_hour,
+        )
+        for split in SPLITS:
+            try:
+                window_starts(prepared, spec, split)
+            except DataError as error:
+                return (
+                    f"space {space.name!r} can sample lookback_hours {hours:g} at sampling_rate "
+                    f"{rate}, which this data cannot window: {error}"
+                )
+    return None
 
 
 def _start(
@@ -329,7 +466,7 @@ def _start(
         target=dataset.target_name,
         features=list(dataset.feature_names),
         engine=engine.name,
-        mlflow_tracking_uri=plan.tracking_uri,
+        mlflow_tracking_uri=without_credentials(plan.tracking_uri),
         mlflow_experiment_id=experiment_id,
     )
     engine.set_study_attrs(record.to_attrs())
@@ -367,17 +504,37 @@ def _retire(plan: StudyPlan, engine: Engine) -> None:
 
 
 def recover_crashed_trials(engine: Engine, tracker: Tracker) -> int:
-    """Fail the RUNNING trials of workers that died and close their child runs to match;
-    returns how many child runs were closed."""
-    closed = 0
-    for trial in engine.fail_stale():
+    """Fail the RUNNING trials of workers that died (at once when this host can prove its
+    process gone, else after the heartbeat grace), close their child runs as FAILED and
+    re-queue their configurations once (the re-run continues from the dead trial's last epoch
+    checkpoint when this machine has it); returns how many trials were recovered so."""
+    from search.workers import worker_is_gone
+
+    dead = engine.fail_dead(lambda trial: worker_is_gone(trial.attrs), DEAD_REASON)
+    dead += engine.fail_stale()
+    for trial in dead:
         run_id = trial.attrs.get("mlflow_run_id")
-        if not run_id:
+        if run_id and tracker.run_tags(run_id).get("search.state") == "RUNNING":
+            tracker.end_trial_run(run_id, "FAIL", trial.attrs.get("fail_reason", CRASH_REASON))
+    requeue(engine, dead)
+    return len(dead)
+
+
+def requeue(engine: Engine, trials: list[TrialSummary]) -> None:
+    """Queue the configurations of interrupted trials again, each once (a trial re-run is
+    marked ``search.resumed_from_trial``), ahead of new samples."""
+    done = {
+        t.attrs.get("search.resumed_from_trial")
+        for t in engine.trials()
+        if t.attrs.get("search.resumed_from_trial") is not None
+    }
+    for trial in trials:
+        if not engine.requeues or trial.number in done or not trial.params:
             continue
-        if tracker.run_tags(run_id).get("search.state") == "RUNNING":
-            tracker.end_trial_run(run_id, "FAIL", CRASH_REASON)
-            closed += 1
-    return closed
+        attrs: dict[str, Any] = {"search.resumed_from_trial": trial.number}
+        if trial.is_book:
+            attrs["book_config"] = True
+        engine.enqueue(trial.params, attrs)
 
 
 def _best_per_architecture(trials: list[TrialSummary]) -> list[dict[str, Any]]:

@@ -127,6 +127,7 @@ class PostgresServer:
     host: str = "127.0.0.1"
     _run_as: pwd.struct_passwd | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, repr=False)
+    options: str = field(default="", repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -161,6 +162,16 @@ class PostgresServer:
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return _run_pg(self._run_as, [str(self.bin_dir / args[0]), *args[1:]], check=check)
+
+    def restart(self, pause: float = 0.0) -> None:
+        """Stop the server (fast shutdown: clients are disconnected), wait ``pause`` seconds
+        with nothing listening, and start it again on the same port with the same data."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop")
+        time.sleep(pause)
+        self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", self.options,
+            "-w", "-t", "60", "start",
+        )  # fmt: skip
 
     def stop(self) -> None:
         """Stop the cluster (fast shutdown) and delete its files."""
@@ -252,6 +263,7 @@ def start_postgres(
                 check=False,
             )
             if result.returncode == 0:
+                server.options = options
                 break
             if attempt == 2 or "could not bind" not in _tail(server.log_file):
                 raise ServerError(
@@ -389,3 +401,94 @@ def mlflow_server_process(
 def mlflow_server(mlflow_server_process: MlflowServer) -> str:
     """The http URL (`http://127.0.0.1:PORT`) of the session's real `mlflow server`."""
     return mlflow_server_process.url
+
+
+# --------------------------------------------------------------------------------------------
+# MLflow tracking server behind MLflow's basic-auth app
+
+
+def auth_app_available() -> str | None:
+    """None if `mlflow server --app-name basic-auth` can run here, else why not."""
+    import importlib.util
+
+    for module in ("flask_wtf", "mlflow.server.auth"):  # flask_wtf is what `mlflow[auth]` adds
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            return f"MLflow's basic-auth app needs `pip install 'mlflow[auth]'` (no {module})"
+    return None
+
+
+def start_mlflow_auth_server(
+    root: Path,
+    admin_username: str,
+    admin_password: str,
+    default_permission: str = "READ",
+    workers: int = 1,
+    timeout: float = 180.0,
+) -> MlflowServer:
+    """`mlflow server --app-name basic-auth` on a free 127.0.0.1 port, SQLite stores under
+    ``root`` (`mlflow.db`, the users in `basic_auth.db`, artifacts in `artifacts/`), the admin
+    user created from an auth config file ``root/basic_auth.ini``; waits until `/health` answers
+    (MLflow 3 takes about 20 s)."""
+    root.mkdir(parents=True, exist_ok=True)
+    artifacts_dir = root / "artifacts"
+    artifacts_dir.mkdir(exist_ok=True)
+    log_file = root / "mlflow-auth-server.log"
+    config = root / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        f"default_permission = {default_permission}\n"
+        f"database_uri = sqlite:///{root / 'basic_auth.db'}\n"
+        f"admin_username = {admin_username}\n"
+        f"admin_password = {admin_password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    config.chmod(0o600)
+    backend_store_uri = f"sqlite:///{root / 'mlflow.db'}"
+    port = free_port()
+    argv = [
+        *mlflow_executable(),
+        "server",
+        "--app-name",
+        "basic-auth",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(artifacts_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "MLFLOW_TRACKING_URI" and not k.startswith(("MLFLOW_AUTH_", "MLFLOW_TRACKING_"))
+    }
+    env["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
+    env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = os.urandom(16).hex()  # CSRF, shared by the workers
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    with open(log_file, "ab") as log:
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=root,
+            start_new_session=True,
+        )
+    server = MlflowServer(process, port, backend_store_uri, artifacts_dir, log_file)
+    try:
+        wait_for_http(f"{server.url}/health", timeout=timeout, process=process)
+    except ServerError as error:
+        server.stop()
+        raise ServerError(
+            f"mlflow server --app-name basic-auth did not start: {error}\n{_tail(log_file)}"
+        ) from None
+    return server

@@ -41,7 +41,7 @@ def worker_command(study: str, storage: str, tracking_uri: str, seed: int) -> li
         "--data",
         "jena-2020",
         "--max-rows",
-        "6000",
+        "9000",
         "--epochs",
         "1",
         "--seed",

@@ -14,7 +14,7 @@ import pytest
 from tests.cli_helpers import run_cli
 
 STUDY = "e2e"
-ROWS = "7000"  # the test split of the book config (5-day windows, 24 h ahead) needs > 6,300 rows
+ROWS = "9000"  # the test split must hold a window of quick's longest lookback (168 h): > 8,596 rows
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ def _options(tmp_path: Path, storage: str, **kw) -> StudyRequest:
         storage=resolve_storage_url(storage),
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         space="quick",
-        max_rows=6000,
+        max_rows=9000,
         trials=2,
         epochs=1,
         seed=3,
@@ -120,7 +120,9 @@ def test_bad_storage_urls(url: str) -> None:
 
 
 @pytest.mark.slow
-def test_resume_after_a_crash_fails_the_dead_trial_and_goes_on(tmp_path: Path, monkeypatch) -> None:
+def test_resume_after_a_crash_on_another_host_waits_for_the_heartbeat(
+    tmp_path: Path, monkeypatch
+) -> None:
     import signal
     import subprocess
     import time
@@ -139,7 +141,7 @@ def test_resume_after_a_crash_fails_the_dead_trial_and_goes_on(tmp_path: Path, m
             "--epochs",
             "30",
             "--max-rows",
-            "7000",
+            "9000",
             "--storage",
             storage,
             "--tracking-uri",
@@ -161,6 +163,10 @@ def test_resume_after_a_crash_fails_the_dead_trial_and_goes_on(tmp_path: Path, m
     assert crashed.trials[0].state == optuna.trial.TrialState.RUNNING
 
     monkeypatch.setattr(search.storage, "GRACE_PERIOD_S", 1)  # don't wait two minutes here
+    # as if the worker had run on another host: only its missing heartbeats can tell
+    import search.workers
+
+    monkeypatch.setattr(search.workers, "worker_is_gone", lambda attrs: False)
     time.sleep(2)
     lines: list[str] = []
     run_study(
@@ -186,3 +192,15 @@ def test_resume_after_a_crash_fails_the_dead_trial_and_goes_on(tmp_path: Path, m
     dead = client.get_run(study.trials[0].user_attrs["mlflow_run_id"])
     assert dead.data.tags["search.state"] == "FAIL"
     assert "heartbeats" in dead.data.tags["search.fail_reason"]
+
+
+def test_a_space_whose_longest_lookback_leaves_no_test_window_is_refused(tmp_path: Path) -> None:
+    """quick samples lookbacks up to 168 h; 7,000 rows leave a test split (1,750 rows) too short
+    for one such window (the book's arithmetic needs 2,149), so `best --evaluate-test` could
+    never score such a trial: the study is refused before anything is stored."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    with pytest.raises(SearchError) as caught:
+        run_study(_options(tmp_path, url, max_rows=7000))
+    message = str(caught.value)
+    assert "lookback_hours 168" in message and "test split" in message, message
+    assert optuna.get_all_study_summaries(open_storage(resolve_storage_url(url))) == []

@@ -64,7 +64,7 @@ def _log_with_cli(study: str, storage: str, tracking_uri: str, workdir: Path) ->
         "--epochs",
         str(EPOCHS),
         "--max-rows",
-        "6000",
+        "9000",
         "--data",
         "jena-2020",
         "--storage",

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from search import __version__
 from search.errors import SearchError
@@ -181,6 +181,49 @@ def build_parser() -> argparse.ArgumentParser:
         "season; a resumed study remembers its split",
     )
     run.add_argument(
+        "--engine",
+        choices=("optuna", "keras-tuner"),
+        help="search engine for a new study (default optuna; a resumed study remembers its "
+        "engine); both record every trial in the study's storage",
+    )
+    run.add_argument(
+        "--sampler",
+        metavar="NAME",
+        help="Optuna sampler: tpe (default; multivariate, grouped for conditional spaces), "
+        "random, gp (needs the gp extra: PyTorch) or cmaes; or the space file's search: section",
+    )
+    run.add_argument(
+        "--pruner",
+        metavar="NAME",
+        help="Optuna pruner: median (default), halving, hyperband or none",
+    )
+    run.add_argument(
+        "--tuner",
+        metavar="NAME",
+        help="keras-tuner tuner with --engine keras-tuner: hyperband (default), bayesian or random",
+    )
+    run.add_argument(
+        "--backend",
+        metavar="NAME",
+        help="Keras backend: tensorflow, jax or torch (sets KERAS_BACKEND; default: "
+        "KERAS_BACKEND, else TensorFlow, else whichever of JAX or PyTorch is installed)",
+    )
+    run.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="run N trials at once as N worker processes on this machine, sharing the study "
+        "(--trials is shared out; each worker gets a share of the GPU's memory)",
+    )
+    run.add_argument(
+        "--max-consecutive-failures",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="stop the study after N failed trials in a row (default 5)",
+    )
+    run.add_argument(
         "--fresh",
         action="store_true",
         help="delete the Optuna study of this name and start a new one (MLflow runs are kept, "
@@ -260,12 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="port to listen on (default 8080; 0 picks a free one)",
     )
     _verbose_flag(dashboard)
+
+    from search.cli import manage
+
+    manage.add_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     verbose = bool(getattr(args, "verbose", False))
     if args.command is None:
         parser.print_help()
@@ -278,12 +326,23 @@ def main(argv: list[str] | None = None) -> int:
         message = redact(" ".join(str(exc).split()))
         sys.stderr.write(f"search {args.command}: error: {message}\n")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        sys.stderr.write(f"search {args.command}: interrupted; the study can be continued\n")
-        return 130
+    except KeyboardInterrupt as exc:
+        from search.interrupt import Interrupted
+
+        code = exc.exit_code if isinstance(exc, Interrupted) else 130
+        what = f"stopped by {exc}" if isinstance(exc, Interrupted) else "interrupted"
+        sys.stderr.write(
+            f"search {args.command}: {what}; the study can be continued (the stopped trial "
+            "resumes from its last epoch)\n"
+        )
+        return code
 
 
 def _dispatch(args: argparse.Namespace, verbose: bool) -> int:
+    from search.cli import manage
+
+    if args.command in manage.COMMANDS:
+        return manage.dispatch(args, verbose)
     if args.command == "spaces":
         return _cmd_spaces(args)
     if args.command == "trials":
@@ -297,9 +356,21 @@ def _dispatch(args: argparse.Namespace, verbose: bool) -> int:
     return _cmd_run(args, verbose)
 
 
+def _choose_backend(backend: str | None) -> None:
+    """Choose the Keras backend (imports nothing; Keras reads KERAS_BACKEND when imported)."""
+    from search.runtime import select_backend
+
+    choice = select_backend(backend)
+    if choice.note:
+        print(f"note: {choice.note}", flush=True)
+
+
 def _prepare_runtime(verbose: bool) -> None:
-    """Quieten TensorFlow before Keras is imported (unless --verbose)."""
+    """Choose the backend (if not chosen yet) and quieten TensorFlow before Keras is imported
+    (unless --verbose)."""
     from search._quiet import quiet_native_stderr, quiet_python_loggers, set_quiet_environment
+
+    _choose_backend(None)
 
     if not verbose:
         set_quiet_environment()
@@ -329,19 +400,69 @@ def _cmd_run(args: argparse.Namespace, verbose: bool) -> int:
         split=args.split,
         time_format=args.time_format,
         fresh=args.fresh,
+        engine=args.engine,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        tuner=args.tuner,
+        max_consecutive_failures=args.max_consecutive_failures,
         verbose=verbose,
         progress=lambda line: print(line, flush=True),
     )
-    plan_study(request)  # every input checked (and contradictions refused) before Keras loads
+    _choose_backend(args.backend)
+    plan = plan_study(request)  # every input checked (contradictions refused) before Keras
+    if args.jobs > 1:
+        return _run_jobs(args, plan)
 
     _prepare_runtime(verbose)
+    from search import interrupt
     from search.cli.render import outcome_lines
+
+    interrupt.install()  # a first SIGINT/SIGTERM stops after the current epoch
     from search.study import run_study
 
     outcome = run_study(request)
     for line in outcome_lines(outcome):
         print(line, flush=True)
-    return 0
+    return 1 if outcome.stopped_for_failures else 0
+
+
+def _run_jobs(args: argparse.Namespace, plan: Any) -> int:
+    """`--jobs N`: N worker processes of this study, then the study's summary."""
+    from search.cli.jobs import run_jobs
+    from search.cli.render import outcome_lines
+    from search.engines import open_engine
+    from search.record import StudyRecord
+    from search.study import StudyOutcome
+
+    if plan.record.engine == "keras-tuner":
+        raise SearchError("--jobs runs Optuna studies; a keras-tuner study runs one worker")
+    old_parent = plan.stored.mlflow_parent_run_id if plan.stored and args.fresh else None
+
+    def parent_ready() -> bool:
+        engine = open_engine("optuna", plan.storage)
+        if not engine.exists(plan.study):
+            return False
+        engine.open(plan.study, seed=None, create=False)
+        parent = engine.study_attrs().get("mlflow_parent_run_id")
+        return bool(parent) and parent != old_parent
+
+    code = run_jobs(args.argv, args.jobs, args.trials, args.seed, parent_ready)
+    engine = open_engine("optuna", plan.storage)
+    if engine.exists(plan.study):
+        engine.open(plan.study, seed=None, create=False)
+        record = StudyRecord.from_attrs(engine.study_attrs())
+        outcome = StudyOutcome(
+            study=plan.study,
+            storage=plan.storage,
+            tracking_uri=plan.tracking_uri,
+            record=record,
+            trials=engine.trials(),
+            best=engine.best(),
+            unit=_unit(record),
+        )
+        for line in outcome_lines(outcome):
+            print(line, flush=True)
+    return code
 
 
 def _cmd_spaces(args: argparse.Namespace) -> int:

@@ -97,6 +97,14 @@ def outcome_lines(outcome: StudyOutcome) -> list[str]:
 
     counts = ", ".join(f"{v} {k}" for k, v in sorted(outcome.counts.items()))
     lines = ["", f"study {outcome.study!r}: {len(outcome.trials)} trials ({counts})"]
+    if outcome.stopped_for_failures:
+        failed = [t for t in outcome.trials if t.state == "FAIL"]
+        reason = failed[-1].attrs.get("fail_reason", "no reason recorded") if failed else ""
+        lines.append(
+            f"stopped: {outcome.stopped_for_failures} trials failed in a row (the last: "
+            f"{reason}); fix the cause and run again to continue, or raise "
+            "--max-consecutive-failures"
+        )
     best = outcome.best
     if best is not None and best.value is not None:
         attrs = best.attrs

@@ -73,6 +73,7 @@ import os
 import re
 import shutil
 import sys
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
@@ -682,12 +683,30 @@ def _read_csv_as(path: Path, encoding: str) -> pd.DataFrame:
         raise DataError(f"{path}: the file is empty (expected a CSV with a header row)") from None
     except pd.errors.ParserError as exc:
         raise DataError(f"{path}: not a readable CSV file ({_one_line(str(exc))})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: cannot be read ({_one_line(str(exc))})") from None
+    except (
+        OSError,
+        EOFError,
+        ValueError,  # pandas on a zip archive holding no file, or several
+        ImportError,  # a compression whose module is not installed (.zst)
+        zipfile.BadZipFile,
+        lzma.LZMAError,
+        tarfile.TarError,
+    ) as exc:
+        reason = _one_line(str(exc)) or type(exc).__name__
+        raise DataError(f"{path}: cannot be read ({reason})") from None
 
 
 def _head_bytes(path: Path, n_bytes: int) -> bytes:
-    """The first bytes of the file's content (decompressed if it is a gzip/bz2/xz/zip file)."""
+    """The first bytes of the file's content: decompressed if it is a gzip/bz2/xz/zip file,
+    else (or if it does not decompress: pandas read it as plain text then) as they are."""
+    try:
+        return _decompressed_head(path, n_bytes)
+    except (OSError, EOFError, IndexError, zipfile.BadZipFile, lzma.LZMAError):
+        with open(path, "rb") as fh:
+            return fh.read(n_bytes)
+
+
+def _decompressed_head(path: Path, n_bytes: int) -> bytes:
     with open(path, "rb") as fh:
         magic = fh.read(6)
     if magic.startswith(b"PK\x03\x04"):
@@ -921,8 +940,7 @@ def _repair(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[dict[str, Any]], int, dict[str, int]]:
     """Deduplicate, check order and step, reindex to the grid and interpolate. O(rows)."""
     t = times.view("int64")
-    diffs = np.diff(t)
-    back = np.flatnonzero(diffs < 0)
+    back = np.flatnonzero(t[1:] < t[:-1])  # not np.diff: it overflows past 292 years
     if back.size:
         i = int(back[0]) + 1
         raise DataError(
@@ -930,7 +948,12 @@ def _repair(
             f"(CSV line {i + 2}): {_iso(times[i])} after {_iso(times[i - 1])}; the rows must be "
             "in time order (sort the file by time)"
         )
-    dup = np.concatenate([[False], diffs == 0])
+    if len(t) and int(t[-1]) - int(t[0]) > np.iinfo(np.int64).max:
+        raise DataError(
+            f"{path}: time column '{time_column}' spans {_iso(times[0])} to {_iso(times[-1])}, "
+            "more than 292 years; a time series on a regular grid cannot span that"
+        )
+    dup = np.concatenate([[False], t[1:] == t[:-1]])
     dup_rows = np.flatnonzero(dup)
     differing = 0
     if dup_rows.size:

@@ -3,11 +3,25 @@ implementations (Optuna today). Only this package (and the storage-URL code) imp
 
 from __future__ import annotations
 
-from search.engines.base import Engine, StudyRef, TrialHandle, TrialPruned, TrialSummary
+from search.engines.base import (
+    PRUNERS,
+    SAMPLERS,
+    TUNERS,
+    Engine,
+    SearchOptions,
+    StudyRef,
+    TrialHandle,
+    TrialPruned,
+    TrialSummary,
+)
 
 __all__ = [
     "ENGINES",
+    "PRUNERS",
+    "SAMPLERS",
+    "TUNERS",
     "Engine",
+    "SearchOptions",
     "StudyRef",
     "TrialHandle",
     "TrialPruned",
@@ -15,11 +29,12 @@ __all__ = [
     "open_engine",
 ]
 
-ENGINES = ("optuna",)
+ENGINES = ("optuna", "keras-tuner")
 
 
 def quiet_logging() -> None:
     """Keep the engines' own log lines and experimental-feature warnings off the terminal."""
+    import logging
     import warnings
 
     import optuna
@@ -27,6 +42,11 @@ def quiet_logging() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     optuna.logging.disable_default_handler()
+    # Without a handler Python's last-resort handler would print Optuna's warnings, such as a
+    # failed trial's traceback: our own line says why a trial failed (--verbose shows all).
+    root = logging.getLogger("optuna")
+    if not any(isinstance(h, logging.NullHandler) for h in root.handlers):
+        root.addHandler(logging.NullHandler())
 
 
 def open_engine(name: str, storage_url: str) -> Engine:
@@ -35,6 +55,10 @@ def open_engine(name: str, storage_url: str) -> Engine:
         from search.engines.optuna import OptunaEngine
 
         return OptunaEngine(storage_url)
+    if name == "keras-tuner":
+        from search.engines.keras_tuner import KerasTunerEngine
+
+        return KerasTunerEngine(storage_url)
     from search.errors import SearchError
 
     raise SearchError(f"unknown engine {name!r}; expected one of {', '.join(ENGINES)}")

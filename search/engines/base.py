@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,9 +23,36 @@ if TYPE_CHECKING:
 
     from search.spaces import Space
 
-__all__ = ["Engine", "StudyRef", "TrialHandle", "TrialPruned", "TrialSummary"]
+__all__ = [
+    "PRUNERS",
+    "SAMPLERS",
+    "TUNERS",
+    "Engine",
+    "SearchOptions",
+    "StudyRef",
+    "TrialHandle",
+    "TrialPruned",
+    "TrialSummary",
+]
 
 STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")
+
+
+SAMPLERS = ("tpe", "random", "gp", "cmaes")
+PRUNERS = ("median", "halving", "hyperband", "none")
+TUNERS = ("hyperband", "bayesian", "random")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How an engine searches: Optuna's sampler and pruner, or keras-tuner's tuner, and the
+    facts of the space they need (its epoch budget, whether it is conditional)."""
+
+    sampler: str = "tpe"
+    pruner: str = "median"
+    tuner: str = "hyperband"
+    max_epochs: int = 10
+    conditional: bool = False
 
 
 class TrialPruned(Exception):
@@ -77,6 +105,31 @@ class TrialHandle(ABC):
         """Whether this trial runs the space's book configuration (enqueued as trial 0)."""
         return False
 
+    @property
+    def engine(self) -> str:
+        """The name of the engine that proposed this trial (the ``search.engine`` tag)."""
+        return "optuna"
+
+    def epochs(self, planned: int) -> tuple[int, int]:
+        """(initial_epoch, epochs) to train, Keras' ``fit`` arguments: by default the planned
+        epochs from scratch; a multi-fidelity engine gives its own budget, and a trial that
+        continues another one starts at that trial's last epoch."""
+        return 0, planned
+
+    def warm_start(self) -> Path | None:
+        """Weights (``.weights.h5``) of the trial this one continues, or None."""
+        return None
+
+    def checkpoint(self) -> Path | None:
+        """Where to save this trial's best weights for trials that continue it, or None."""
+        return None
+
+    @property
+    def resumed_from(self) -> int | None:
+        """The number of the interrupted trial whose configuration this one re-runs (and whose
+        epoch checkpoint it continues from, when this machine has it), or None."""
+        return None
+
     @abstractmethod
     def params(self, space: Space) -> dict[str, Any]:
         """This trial's parameters for a space (sampled, or enqueued), by their engine names."""
@@ -97,6 +150,23 @@ class Engine(ABC):
     """One study in one storage, driven by one search method."""
 
     name: str = "engine"
+    options: SearchOptions = SearchOptions()
+    space: Space | None = None
+    requeues: bool = True
+    """Whether an interrupted trial's configuration is queued again by the study (engines that
+    retry on their own, like keras-tuner's oracles, say False)."""
+
+    def configure(self, options: SearchOptions) -> None:
+        """Choose how to search before :meth:`open` (engines ignore what is not theirs)."""
+        self.options = options
+
+    def bind(self, space: Space) -> None:
+        """The space this run searches (engines that build their own search space from it)."""
+        self.space = space
+
+    def stop(self) -> None:
+        """Start no new trial after the running one (called from ``on_trial_end``)."""
+        self._stopped = True
 
     @abstractmethod
     def open(
@@ -148,6 +218,11 @@ class Engine(ABC):
         """The COMPLETE trial with the lowest value, or None."""
         done = [t for t in self.trials() if t.state == "COMPLETE" and t.value is not None]
         return min(done, key=lambda t: (t.value, t.number)) if done else None
+
+    def fail_dead(self, is_dead: Callable[[TrialSummary], bool], reason: str) -> list[TrialSummary]:
+        """Mark FAIL (with ``reason``) the RUNNING trials whose worker is provably gone; returns
+        them. Engines without such trials return none."""
+        return []
 
     @abstractmethod
     def fail_stale(self) -> list[TrialSummary]:

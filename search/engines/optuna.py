@@ -11,8 +11,11 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import optuna
+from optuna.trial import TrialState
 
 from search.engines.base import (
+    PRUNERS,
+    SAMPLERS,
     Engine,
     Objective,
     StudyRef,
@@ -85,6 +88,73 @@ def distributions(space: Space) -> dict[str, optuna.distributions.BaseDistributi
     return result
 
 
+# --------------------------------------------------------------------------- search methods
+
+STARTUP_TRIALS = 5
+"""Random trials before TPE models the results (the book trial counts as one)."""
+
+
+def make_sampler(name: str, seed: int | None, conditional: bool) -> optuna.samplers.BaseSampler:
+    """An Optuna sampler by name. TPE is multivariate, and grouped for conditional spaces (each
+    architecture's parameters modelled together); ``gp`` needs PyTorch (the ``gp`` extra)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                multivariate=True,
+                group=conditional,
+                n_startup_trials=STARTUP_TRIALS,
+                constant_liar=True,
+            )
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "gp":
+            check_sampler_installed(name)
+            return optuna.samplers.GPSampler(
+                seed=seed, n_startup_trials=STARTUP_TRIALS, warn_independent_sampling=False
+            )
+        if name == "cmaes":
+            check_sampler_installed(name)
+            return optuna.samplers.CmaEsSampler(
+                seed=seed,
+                n_startup_trials=STARTUP_TRIALS,
+                independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+                warn_independent_sampling=False,
+            )
+    raise SearchError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
+
+
+def check_sampler_installed(name: str) -> None:
+    """A one-line error naming the extra when a sampler's package is missing."""
+    import importlib.util
+
+    needs = {
+        "gp": ("torch", "'search[gp]' (PyTorch; CPU wheels are enough)"),
+        "cmaes": (
+            "cmaes",
+            "cmaes",
+        ),
+    }.get(name)
+    if needs is not None and importlib.util.find_spec(needs[0]) is None:
+        raise SearchError(f"--sampler {name} needs {needs[0]}: pip install {needs[1]}")
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    """An Optuna pruner by name; epochs are the resource of halving and Hyperband."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max(max_epochs, 1), reduction_factor=3
+        )
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise SearchError(f"unknown pruner {name!r}; expected one of {', '.join(PRUNERS)}")
+
+
 # --------------------------------------------------------------------------- trials
 
 
@@ -105,8 +175,13 @@ def summary(trial: optuna.trial.FrozenTrial) -> TrialSummary:
 class OptunaTrialHandle(TrialHandle):
     """A running ``optuna.Trial`` as the objective sees it."""
 
-    def __init__(self, trial: optuna.Trial) -> None:
+    def __init__(self, trial: optuna.Trial, engine: str = "optuna") -> None:
         self.trial = trial
+        self._engine = engine
+
+    @property
+    def engine(self) -> str:
+        return self._engine
 
     @property
     def number(self) -> int:
@@ -126,6 +201,11 @@ class OptunaTrialHandle(TrialHandle):
     def set_attrs(self, attrs: Mapping[str, Any]) -> None:
         for key, value in attrs.items():
             self.trial.set_user_attr(key, value)
+
+    @property
+    def resumed_from(self) -> int | None:
+        number = self.trial.user_attrs.get("search.resumed_from_trial")
+        return int(number) if number is not None else None
 
 
 # --------------------------------------------------------------------------- the engine
@@ -147,9 +227,15 @@ class OptunaEngine(Engine):
             raise RuntimeError("open a study first")
         return self._study
 
-    @staticmethod
-    def _pruner() -> optuna.pruners.BasePruner:
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    def _pruner(self) -> optuna.pruners.BasePruner:
+        return make_pruner(self.options.pruner, self.options.max_epochs)
+
+    def _sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
+        return make_sampler(self.options.sampler, seed, self.options.conditional)
+
+    def stop(self) -> None:
+        if self._study is not None:
+            self._study.stop()
 
     def open(
         self, study: str, seed: int | None, create: bool = True, join_seed: int | None = None
@@ -160,7 +246,7 @@ class OptunaEngine(Engine):
                     storage=self.storage,
                     study_name=study,
                     direction="minimize",
-                    sampler=optuna.samplers.TPESampler(seed=seed),
+                    sampler=self._sampler(seed),
                     pruner=self._pruner(),
                 )
                 return True
@@ -177,7 +263,7 @@ class OptunaEngine(Engine):
         self._study = optuna.load_study(
             study_name=study,
             storage=self.storage,
-            sampler=optuna.samplers.TPESampler(seed=join_seed),
+            sampler=self._sampler(join_seed),
             pruner=self._pruner(),
         )
         return False
@@ -218,6 +304,7 @@ class OptunaEngine(Engine):
         on_trial_end: Callable[[TrialSummary], None] | None = None,
     ) -> None:
         def run(trial: optuna.Trial) -> float:
+            trial.set_user_attr("search.engine", self.name)
             try:
                 return objective(OptunaTrialHandle(trial))
             except TrialPruned as exc:
@@ -234,6 +321,83 @@ class OptunaEngine(Engine):
             callbacks=callbacks,
             gc_after_trial=True,
         )
+
+    # -- trials driven one by one (another engine's proposals, recorded here)
+
+    def has_waiting(self) -> bool:
+        """Whether an enqueued configuration waits to run."""
+        return bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def run_one(self, objective: Objective, engine: str) -> TrialSummary:
+        """Run the next enqueued configuration (or a sampled one) to its end, like one trial of
+        ``optimize``: pruned and failing trials are recorded, never raised."""
+        trial = self.study.ask()
+        trial.set_user_attr("search.engine", engine)
+        handle = OptunaTrialHandle(trial, engine)
+        try:
+            value = objective(handle)
+        except TrialPruned:
+            return self.finish_trial(handle, "PRUNED", None)
+        except Exception:
+            return self.finish_trial(handle, "FAIL", None)
+        return self.finish_trial(handle, "COMPLETE", value)
+
+    def start_trial(
+        self, space: Space, params: Mapping[str, Any], attrs: Mapping[str, Any]
+    ) -> OptunaTrialHandle:
+        """A new RUNNING trial holding a configuration proposed elsewhere (its parameters set
+        with the space's distributions, so Optuna's plots and the dashboard read it)."""
+        study = self.study
+        study_id = self.storage.get_study_id_from_name(study.study_name)
+        trial_id = self.storage.create_new_trial(study_id)
+        known = distributions(space)
+        for name, value in params.items():
+            if name in known:
+                distribution = known[name]
+                self.storage.set_trial_param(
+                    trial_id, name, distribution.to_internal_repr(value), distribution
+                )
+        for key, value in attrs.items():
+            self.storage.set_trial_user_attr(trial_id, key, value)
+        return OptunaTrialHandle(optuna.Trial(study, trial_id), str(attrs.get("search.engine")))
+
+    def finish_trial(self, handle: TrialHandle, state: str, value: float | None) -> TrialSummary:
+        """Record a trial's end (COMPLETE with its value, PRUNED or FAIL)."""
+        assert isinstance(handle, OptunaTrialHandle)
+        trial = handle.trial
+        if state == "COMPLETE":
+            frozen = self.study.tell(trial, value)
+        elif state == "PRUNED":
+            frozen = self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            frozen = self.study.tell(trial, state=TrialState.FAIL)
+        return summary(frozen)
+
+    def fail_dead(self, is_dead: Callable[[TrialSummary], bool], reason: str) -> list[TrialSummary]:
+        failed = []
+        study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not is_dead(summary(trial)):
+                continue
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            try:
+                self.storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+                self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            except RuntimeError:  # another worker failed it first
+                continue
+            failed.append(summary(self.storage.get_trial(trial_id)))
+        return failed
+
+    def fail_running(self) -> list[TrialSummary]:
+        """Mark FAIL every RUNNING trial (for single-worker engines, whose RUNNING trials at
+        start belong to a worker that died); returns them."""
+        failed = []
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study_id = self.storage.get_study_id_from_name(self.study.study_name)
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            failed.append(summary(self.storage.get_trial(trial_id)))
+        return failed
 
     def trials(self) -> list[TrialSummary]:
         return [summary(t) for t in self.study.get_trials(deepcopy=False)]

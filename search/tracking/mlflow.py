@@ -179,11 +179,17 @@ class MlflowTracker(Tracker):
         return run.info.run_id
 
     def end_trial_run(self, run_id: str, state: str, reason: str | None = None) -> None:
-        tags = {"search.state": state}
+        # an interrupted trial (SIGINT/SIGTERM) is a FAIL in the study, a KILLED run in MLflow
+        tags = {"search.state": "FAIL" if state == "INTERRUPTED" else state}
         if reason:
             tags["search.fail_reason"] = reason
         self.set_tags(run_id, tags)
-        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}.get(state, "FAILED")
+        status = {
+            "COMPLETE": "FINISHED",
+            "PRUNED": "KILLED",
+            "FAIL": "FAILED",
+            "INTERRUPTED": "KILLED",
+        }.get(state, "FAILED")
         self.client.set_terminated(run_id, status=status)
 
     def register_keras_model(self, run_id: str, model: Any, example: Any, name: str) -> str:

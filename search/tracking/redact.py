@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["redact", "redact_value"]
+__all__ = ["redact", "redact_value", "without_credentials"]
 
 # scheme://user:PASSWORD@host  ->  scheme://user:***@host
 _USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*):(?P<secret>[^\s@/]*)@")
@@ -29,3 +29,23 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(redact_value(v) for v in value)
     return value
+
+
+_FULL_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/@]*:[^\s@/]*@")
+
+
+def without_credentials(url: str) -> str:
+    """``url`` with its ``user:password@`` and password query parameters removed, for storing
+    (a stored URI is used again with credentials from the environment)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    url = _FULL_USERINFO.sub(lambda m: m["head"], url)
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [
+        (key, value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        if key.lower() not in ("password", "pass", "pwd", "token")
+    ]
+    return urlunsplit(parts._replace(query=urlencode(kept)))

@@ -22,13 +22,22 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
+from search import interrupt
 from search.data.prepare import Prepared
 from search.data.references import LinearCache, baseline_mae
 from search.data.sources import unit_of
 from search.data.windows import WindowDataset, make_windows
 from search.engines.base import TrialHandle, TrialPruned
+from search.runtime import runtime_tags
+from search.training.checkpoints import (
+    load_checkpoint,
+    remove_checkpoint,
+    restore,
+    save_checkpoint,
+)
 from search.training.models import build_model, make_optimizer
 from search.training.scaling import compile_loss, fit_scaling, scaled_model
+from search.workers import worker_attrs
 
 if TYPE_CHECKING:
     from search.spaces import Space, TrialConfig
@@ -37,19 +46,6 @@ if TYPE_CHECKING:
 
 class TrialFailed(Exception):
     """A trial could not produce a usable model (NaN loss, a builder error...)."""
-
-
-def backend_and_device() -> tuple[str, str]:
-    """The Keras backend and the device it computes on (e.g. ``cpu:0``, ``cuda:0``)."""
-    backend = keras.backend.backend()
-    try:
-        devices = keras.distribution.list_devices()
-    except Exception:  # some backends raise without accelerators
-        devices = ["cpu:0"]
-    accelerators = [d for d in devices if not d.lower().startswith("cpu")]
-    return backend, (
-        accelerators[0] if accelerators else devices[0] if devices else "cpu:0"
-    ).lower()
 
 
 class EpochMonitor(keras.callbacks.Callback):
@@ -65,18 +61,32 @@ class EpochMonitor(keras.callbacks.Callback):
         on_epoch: Callable[[int, dict[str, float]], None],
         monitor: str = "val_mae",
         patience: int = 3,
+        after_epoch: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__()
         self.report = report
         self.on_epoch = on_epoch
         self.monitor = monitor
         self.patience = patience
+        self.after_epoch = after_epoch
         self.best = math.inf
         self.best_epoch = -1
         self.best_weights: list[np.ndarray] | None = None
         self.pruned = False
         self.nan_epoch: int | None = None
+        self.interrupted: int | None = None  # the signal that asked the trial to stop
         self.history: list[dict[str, float]] = []
+
+    def resume(
+        self,
+        history: list[dict[str, float]],
+        best: float,
+        best_epoch: int,
+        best_weights: list[np.ndarray] | None,
+    ) -> None:
+        """Continue from a checkpoint's epochs."""
+        self.history = [dict(row) for row in history]
+        self.best, self.best_epoch, self.best_weights = best, best_epoch, best_weights
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = {k: float(v) for k, v in (logs or {}).items()}
@@ -95,6 +105,14 @@ class EpochMonitor(keras.callbacks.Callback):
         if self.report(epoch, value):
             self.pruned = True
             self.model.stop_training = True
+        signum = interrupt.requested()
+        if signum is not None:  # this epoch is finished: stop here, its checkpoint saved
+            self.interrupted = signum
+            self.model.stop_training = True
+        if self.after_epoch is not None and (
+            self.interrupted is not None or not self.model.stop_training
+        ):
+            self.after_epoch(epoch)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.best_weights is not None:
@@ -116,6 +134,8 @@ class TrialRunner:
     say: Callable[[str], None] = lambda line: None
     fixed_params: dict[str, Any] = field(default_factory=dict)
     linear: LinearCache = field(default_factory=LinearCache)
+    checkpoints: Path | None = None  # the study's local epoch-checkpoint folder (None: no resume)
+    last_trial: int | None = None  # the number of the trial run last (for a stop request)
     _done: int = 0
 
     @property
@@ -124,7 +144,9 @@ class TrialRunner:
 
     def __call__(self, handle: TrialHandle) -> float:
         self._done += 1
-        backend, device = backend_and_device()
+        self.last_trial = handle.number
+        handle.set_attrs(worker_attrs())  # a later run on this host can tell if we died
+        machine = runtime_tags()  # search.backend, search.device
         try:
             params = handle.params(self.space)
             config = self.space.resolve(params, book=handle.is_book)
@@ -139,8 +161,8 @@ class TrialRunner:
             handle.number,
             tags={
                 "search.architecture": config.architecture,
-                "search.backend": backend,
-                "search.device": device,
+                "search.engine": handle.engine,
+                **machine,
                 "optuna.trial_number": str(handle.number),
             },
         )
@@ -162,18 +184,37 @@ class TrialRunner:
             self.tracker.end_trial_run(run_id, "PRUNED")
             handle.set_attrs({"state_reason": "pruned"})
             self.say(f"trial {handle.number}: pruned")
+            self._forget(handle)
+            raise
+        except interrupt.Interrupted as stop:
+            reason = f"interrupted by {stop}: {stop.__cause__ or 'before its first epoch ended'}"
+            handle.set_attrs({"fail_reason": reason})
+            self.tracker.end_trial_run(run_id, "INTERRUPTED", reason)
+            self.say(f"trial {handle.number}: {reason}")
             raise
         except Exception as exc:  # a failing trial never stops the study
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             handle.set_attrs({"fail_reason": reason})
             self.tracker.end_trial_run(run_id, "FAIL", reason)
             self.say(f"trial {handle.number}: FAILED ({reason})")
+            self._forget(handle)
             raise
         finally:
             keras.backend.clear_session()
             gc.collect()
         self.tracker.end_trial_run(run_id, "COMPLETE")
+        self._forget(handle)
         return value
+
+    def _checkpoint_dir(self, number: int) -> Path | None:
+        return self.checkpoints / f"trial-{number}" if self.checkpoints is not None else None
+
+    def _forget(self, handle: TrialHandle) -> None:
+        """A finished trial's checkpoints are not needed any more (its model is an artifact)."""
+        for number in (handle.number, handle.resumed_from):
+            folder = self._checkpoint_dir(number) if number is not None else None
+            if folder is not None:
+                remove_checkpoint(folder)
 
     def _train(self, handle: TrialHandle, config: TrialConfig, run_id: str) -> float:
         number, unit = handle.number, self.unit
@@ -205,6 +246,39 @@ class TrialRunner:
             loss=compile_loss(config.loss, scaling),
             metrics=["mae"],
         )
+        initial_epoch, epochs = handle.epochs(config.epochs)
+        warm = handle.warm_start()
+        if warm is not None:  # a multi-fidelity engine continues an earlier trial's model
+            model.load_weights(warm)
+        source = handle.resumed_from
+        source_dir = self._checkpoint_dir(source) if source is not None else None
+        restored = load_checkpoint(source_dir) if source_dir is not None else None
+        if restored is not None:  # the re-run of an interrupted trial: from its last epoch
+            optimizer_restored = restore(model, restored)
+            initial_epoch = max(initial_epoch, restored.next_epoch)
+            self.tracker.set_tags(
+                run_id,
+                {
+                    "search.resumed_from_trial": str(source),
+                    "search.resumed_from_epoch": str(restored.next_epoch),
+                },
+            )
+            handle.set_attrs(
+                {
+                    "search.resumed_from_epoch": restored.next_epoch,
+                    "search.optimizer_restored": optimizer_restored,
+                }
+            )
+            for row in restored.history:  # the dead trial's epochs, at their true steps
+                step = int(row["epoch"])
+                values = {k: float(v) for k, v in row.items() if k != "epoch"}
+                self.tracker.log_metrics(run_id, values, step=step)
+                if "val_mae" in values and math.isfinite(values["val_mae"]):
+                    handle.report(step, values["val_mae"])
+            self.say(
+                f"  trial {number} resumes trial {source} after its epoch "
+                f"{restored.next_epoch}/{epochs}"
+            )
         param_count = int(model.count_params())
         self.tracker.log_metrics(
             run_id,
@@ -220,27 +294,55 @@ class TrialRunner:
             self.tracker.log_metrics(run_id, logs, step=epoch)
             best = min([h.get("val_mae", math.inf) for h in monitor.history])
             self.say(
-                f"  trial {number} epoch {epoch + 1}/{config.epochs}: "
+                f"  trial {number} epoch {epoch + 1}/{epochs}: "
                 f"loss {logs.get('loss', math.nan):.4f}  "
                 f"val_mae {logs.get('val_mae', math.nan):.3f} {unit}"
                 f"  (trial best {best:.3f}, naive {baseline:.3f}, linear {linear.val_mae:.3f})"
             )
 
-        monitor = EpochMonitor(handle.report, on_epoch, patience=config.patience)
+        checkpoint_dir = self._checkpoint_dir(number)
+
+        def save(epoch: int) -> None:
+            if checkpoint_dir is not None:
+                save_checkpoint(
+                    checkpoint_dir,
+                    model,
+                    epoch,
+                    monitor.history,
+                    monitor.best,
+                    monitor.best_epoch,
+                    monitor.best_weights,
+                )
+
+        monitor = EpochMonitor(handle.report, on_epoch, patience=config.patience, after_epoch=save)
+        if restored is not None:
+            monitor.resume(
+                restored.history, restored.best, restored.best_epoch, restored.best_weights
+            )
         started = time.perf_counter()
         model.fit(
             train,
             validation_data=val,
-            epochs=config.epochs,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
             verbose="auto" if self.verbose else 0,
             callbacks=[monitor],
         )
         train_seconds = time.perf_counter() - started
+        if monitor.interrupted is not None:
+            done = len(monitor.history)
+            raise interrupt.Interrupted(monitor.interrupted) from TrialFailed(
+                f"stopped after epoch {done}; re-queued to resume from its checkpoint"
+            )
         if monitor.nan_epoch is not None:
             raise TrialFailed(f"loss or val_mae became NaN at epoch {monitor.nan_epoch + 1}")
         if monitor.best_weights is None:
             raise TrialFailed("no epoch produced a finite val_mae")
         best = monitor.best
+        checkpoint = handle.checkpoint()
+        if checkpoint is not None:  # the best weights, for the trials that continue this one
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            model.save_weights(checkpoint)
         skill = 1.0 - best / baseline if baseline > 0 else math.nan
         linear_skill = 1.0 - best / linear.val_mae if linear.val_mae > 0 else math.nan
         self.tracker.log_metrics(

@@ -1,0 +1,52 @@
+"""A polite stop: the first SIGINT/SIGTERM asks the running trial to stop after its current epoch
+(its state recorded, its runs closed, its configuration re-queued to resume from its checkpoint);
+a second one stops the process at once."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+__all__ = ["Interrupted", "install", "requested", "signal_name"]
+
+_requested = threading.Event()
+_signal: list[int] = []
+
+
+class Interrupted(KeyboardInterrupt):  # noqa: N818 - a KeyboardInterrupt, not a trial's error
+    """Raised when a stop was requested: the study ends after recording the current trial
+    (engines treat it as they treat Ctrl-C: the trial FAIL, the exception re-raised)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+def _handle(signum: int, _frame: FrameType | None) -> None:
+    _signal.append(signum)
+    _requested.set()
+    # a second signal: the default action (SIGINT raises KeyboardInterrupt, SIGTERM ends us)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def install() -> None:
+    """Route SIGINT and SIGTERM to a stop request (main thread only)."""
+    _requested.clear()
+    _signal.clear()
+    signal.signal(signal.SIGINT, _handle)
+    signal.signal(signal.SIGTERM, _handle)
+
+
+def requested() -> int | None:
+    """The signal number of a pending stop request, or None."""
+    return _signal[0] if _requested.is_set() and _signal else None

@@ -1,0 +1,249 @@
+"""Two engines, one space: keras-tuner studies through the CLI land in MLflow and in the study's
+storage exactly like Optuna studies; every sampler and pruner runs; bad choices are one line."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+
+from search.errors import SearchError
+from search.storage import open_storage, resolve_storage_url
+from search.study import StudyRequest, run_study
+from tests.cli_helpers import run_cli
+
+ROWS = "9000"
+
+
+def _run(workdir: Path, study: str, *extra: str):
+    return run_cli(
+        "run",
+        "--study",
+        study,
+        "--trials",
+        "3",
+        "--epochs",
+        "2",
+        "--max-rows",
+        ROWS,
+        "--storage",
+        "sqlite:///studies.db",
+        "--tracking-uri",
+        "sqlite:///mlflow.db",
+        *extra,
+        cwd=workdir,
+    )
+
+
+def _runs(workdir: Path, study: str) -> tuple[list, list]:
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(study)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def _schema(client: mlflow.MlflowClient, run) -> tuple[set, set, set, set]:
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    return set(run.data.params), set(run.data.metrics), set(run.data.tags), artifacts
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory) -> Path:
+    """One tiny study per engine in the same storage and tracking store."""
+    workdir = tmp_path_factory.mktemp("engines")
+    optuna_run = _run(workdir, "opt")
+    assert optuna_run.returncode == 0, optuna_run.stdout + optuna_run.stderr
+    kt_run = _run(workdir, "kt", "--engine", "keras-tuner", "--tuner", "hyperband")
+    assert kt_run.returncode == 0, kt_run.stdout + kt_run.stderr
+    assert "Traceback" not in kt_run.stdout + kt_run.stderr
+    return workdir
+
+
+def test_a_keras_tuner_study_lands_in_mlflow_like_an_optuna_study(both: Path) -> None:
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{both / 'mlflow.db'}")
+    opt_parents, opt_children = _runs(both, "opt")
+    kt_parents, kt_children = _runs(both, "kt")
+    assert len(opt_parents) == len(kt_parents) == 1
+    assert len(kt_children) == 3
+    assert kt_parents[0].data.params["engine"] == "keras-tuner"
+    assert opt_parents[0].data.params["engine"] == "optuna"
+    # the same parent schema (params, tags, artifacts)
+    opt_parent, kt_parent = _schema(client, opt_parents[0]), _schema(client, kt_parents[0])
+    assert opt_parent[0] == kt_parent[0]
+    assert opt_parent[3] == kt_parent[3]
+    # every child run: the same params, metrics, tags and artifacts as an Optuna child run
+    reference = _schema(client, next(r for r in opt_children if r.info.status == "FINISHED"))
+    for run in kt_children:
+        params, metrics, tags, artifacts = _schema(client, run)
+        assert run.data.tags["search.engine"] == "keras-tuner"
+        assert run.data.tags["search.state"] in ("COMPLETE", "FAIL"), run.data.tags
+        if run.data.tags["search.state"] == "COMPLETE":
+            assert params == reference[0]
+            assert metrics == reference[1]
+            assert tags == reference[2]
+            assert artifacts == reference[3]
+    for run in opt_children:
+        assert run.data.tags["search.engine"] == "optuna"
+
+
+def test_keras_tuner_trials_are_finished_trials_of_the_study(both: Path) -> None:
+    storage = open_storage(resolve_storage_url("sqlite:///" + str(both / "studies.db")))
+    study = optuna.load_study(study_name="kt", storage=storage)
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert study.trials[0].user_attrs.get("book_config") is True
+    for trial in study.trials:
+        assert trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+        assert trial.user_attrs["search.engine"] == "keras-tuner"
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert trial.value == min(trial.intermediate_values.values())
+            assert trial.params and trial.distributions.keys() == trial.params.keys()
+    assert all("keras_tuner.trial_id" in t.user_attrs for t in study.trials[1:])
+    assert (both / "studies.db.keras-tuner" / "kt" / "oracle.json").exists()
+    listing = run_cli("trials", "kt", "--storage", "sqlite:///studies.db", cwd=both)
+    assert listing.returncode == 0 and len(listing.stdout.splitlines()) == 4, listing.stderr
+
+
+def test_a_keras_tuner_study_continues_on_rerun(both: Path) -> None:
+    again = _run(both, "kt")  # no --engine: the study remembers it
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "continuing study 'kt'" in again.stdout
+    storage = open_storage(resolve_storage_url("sqlite:///" + str(both / "studies.db")))
+    study = optuna.load_study(study_name="kt", storage=storage)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4, 5]
+    kt_ids = [t.user_attrs["keras_tuner.trial_id"] for t in study.trials[1:]]
+    assert len(set(kt_ids)) == len(kt_ids), kt_ids  # no keras-tuner trial ran twice
+    parents, children = _runs(both, "kt")
+    assert len(parents) == 1 and len(children) == 6
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{both / 'mlflow.db'}")
+    # a Hyperband trial that continues another one logs its epochs at their true steps
+    for trial in study.trials[1:]:
+        initial = int(trial.user_attrs.get("keras_tuner.initial_epoch", 0))
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            continue
+        steps = [
+            m.step for m in client.get_metric_history(trial.user_attrs["mlflow_run_id"], "val_mae")
+        ]
+        assert steps and min(steps) == initial, (trial.number, steps, initial)
+        assert sorted(trial.intermediate_values) == sorted(steps)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--engine", "keras-tuner", "--tuner", "nope"], "unknown --tuner 'nope'"),
+        (["--engine", "ray"], "invalid choice"),
+        (["--sampler", "annealing"], "unknown --sampler 'annealing'"),
+        (["--pruner", "wilcoxon"], "unknown --pruner 'wilcoxon'"),
+        (["--tuner", "hyperband"], "--tuner is a keras-tuner setting"),
+        (["--engine", "keras-tuner", "--sampler", "tpe"], "--sampler is an Optuna setting"),
+        (["--engine", "keras-tuner", "--space", "missing.yaml"], "missing.yaml"),
+    ],
+    ids=["tuner", "engine", "sampler", "pruner", "tuner-on-optuna", "sampler-on-kt", "space"],
+)
+def test_bad_engine_choices_are_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = run_cli("run", "--study", "x", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "search-studies.db").exists() or "space" not in args
+
+
+def test_switching_engine_or_tuner_on_resume_is_refused(both: Path) -> None:
+    for args, expected in (
+        (["--engine", "keras-tuner"], "runs on the optuna engine"),
+        (["--engine", "optuna"], None),
+    ):
+        result = _run(both, "opt" if expected else "kt", *args)
+        if expected:
+            assert result.returncode == 2 and expected in result.stderr, result.stderr
+        else:
+            assert result.returncode == 2 and "runs on the keras-tuner engine" in result.stderr
+    tuner = _run(both, "kt", "--tuner", "random")
+    assert tuner.returncode == 2 and "--tuner hyperband" in tuner.stderr, tuner.stderr
+
+
+def _request(tmp_path: Path, study: str, **kw) -> StudyRequest:
+    settings = {
+        "study": study,
+        "storage": f"sqlite:///{tmp_path / 'o.db'}",
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "space": "quick",
+        "max_rows": 9000,
+        "trials": 2,
+        "epochs": 2,
+        "seed": 5,
+    }
+    return StudyRequest(**{**settings, **kw})
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("sampler", "tpe"),
+        ("sampler", "random"),
+        ("sampler", "cmaes"),
+        pytest.param(
+            "sampler",
+            "gp",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("torch") is None, reason="the gp extra (PyTorch)"
+            ),
+        ),
+        ("pruner", "median"),
+        ("pruner", "halving"),
+        ("pruner", "hyperband"),
+        ("pruner", "none"),
+        ("tuner", "bayesian"),
+        ("tuner", "random"),
+    ],
+)
+def test_every_search_method_runs_a_two_trial_study(tmp_path: Path, option: str, value: str):
+    extra: dict = {option: value, "epochs": 1}
+    if option == "tuner":
+        extra["engine"] = "keras-tuner"
+    outcome = run_study(_request(tmp_path, f"{option}-{value}", **extra))
+    assert len(outcome.trials) == 2
+    assert {t.state for t in outcome.trials} <= {"COMPLETE", "PRUNED"}, [
+        t.attrs.get("fail_reason") for t in outcome.trials
+    ]
+    assert getattr(outcome.record, option) == value
+
+
+def test_gp_without_pytorch_names_the_extra(tmp_path: Path, monkeypatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    with pytest.raises(SearchError, match=r"search\[gp\]"):
+        run_study(_request(tmp_path, "gp", sampler="gp"))
+
+
+def test_the_study_stops_after_consecutive_failures(tmp_path: Path, monkeypatch) -> None:
+    import search.training.trial
+
+    def broken(*args, **kwargs):
+        raise ValueError("the builder is broken")
+
+    monkeypatch.setattr(search.training.trial, "build_model", broken)
+    outcome = run_study(_request(tmp_path, "broken", trials=6, max_consecutive_failures=2))
+    assert [t.state for t in outcome.trials] == ["FAIL", "FAIL"]
+    assert outcome.stopped_for_failures == 2
+    assert "the builder is broken" in outcome.trials[-1].attrs["fail_reason"]
+
+
+def test_a_space_file_can_choose_the_search_method(tmp_path: Path) -> None:
+    from search.spaces import load_space
+
+    text = load_space("quick").path.read_text() + "search: {sampler: random, pruner: none}\n"
+    space = tmp_path / "mine.yaml"
+    space.write_text(text.replace("name: quick", "name: mine"))
+    outcome = run_study(_request(tmp_path, "mine", space=str(space)))
+    assert (outcome.record.sampler, outcome.record.pruner) == ("random", "none")
+    flagged = run_study(_request(tmp_path, "flagged", space=str(space), pruner="median"))
+    assert (flagged.record.sampler, flagged.record.pruner) == ("random", "median")

@@ -1,0 +1,189 @@
+"""Resume anywhere: a worker killed with `kill -9` or stopped with SIGTERM loses no finished
+trial, and the interrupted trial is re-run from its last finished epoch (epoch checkpoints),
+with its first epochs' metrics copied to the new child run at their true steps."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+
+from search.storage import open_storage, resolve_storage_url
+from search.workers import checkpoint_root, worker_attrs, worker_is_gone
+from tests.cli_helpers import cli_env, run_cli, search_command
+
+ROWS = "9000"
+EPOCHS = "8"
+
+
+def _args(workdir: Path, study: str, trials: str) -> list[str]:
+    return [
+        "run",
+        "--study",
+        study,
+        "--trials",
+        trials,
+        "--epochs",
+        EPOCHS,
+        "--max-rows",
+        ROWS,
+        "--storage",
+        f"sqlite:///{workdir / 'studies.db'}",
+        "--tracking-uri",
+        f"sqlite:///{workdir / 'mlflow.db'}",
+    ]
+
+
+def _start_and_stop(workdir: Path, study: str, sig: int, after: str) -> subprocess.Popen:
+    """Start a worker, wait until trial 0 has finished the epoch named by ``after``, signal it."""
+    worker = subprocess.Popen(
+        search_command(*_args(workdir, study, "3")),
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    assert worker.stdout is not None
+    deadline = time.monotonic() + 240
+    for line in worker.stdout:
+        if after in line or time.monotonic() > deadline:
+            break
+    time.sleep(0.5)  # let the epoch's checkpoint land
+    worker.send_signal(sig)
+    return worker
+
+
+def _study(workdir: Path, study: str) -> optuna.Study:
+    storage = open_storage(resolve_storage_url(f"sqlite:///{workdir / 'studies.db'}"))
+    return optuna.load_study(study_name=study, storage=storage)
+
+
+def _steps(workdir: Path, run_id: str) -> list[int]:
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    return sorted(m.step for m in client.get_metric_history(run_id, "val_mae"))
+
+
+def _check_resumed(workdir: Path, study: optuna.Study, dead: int, resumed: int) -> int:
+    """The re-run of trial ``dead`` continues it: same configuration, epochs counted on."""
+    first, again = study.trials[dead], study.trials[resumed]
+    assert again.user_attrs["search.resumed_from_trial"] == dead
+    assert again.params == first.params
+    assert again.user_attrs.get("book_config") is True  # trial 0 was the book configuration
+    start = again.user_attrs["search.resumed_from_epoch"]
+    assert start >= 1, again.user_attrs
+    assert again.user_attrs["search.optimizer_restored"] is True
+    steps = _steps(workdir, again.user_attrs["mlflow_run_id"])
+    assert steps == list(range(len(steps))) and len(steps) > start, steps  # true, unbroken steps
+    assert sorted(again.intermediate_values) == steps
+    dead_steps = _steps(workdir, first.user_attrs["mlflow_run_id"])
+    assert steps[:start] == dead_steps[:start]  # the dead trial's epochs, copied
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    run = client.get_run(again.user_attrs["mlflow_run_id"])
+    assert run.data.tags["search.resumed_from_trial"] == str(dead)
+    assert run.data.tags["search.resumed_from_epoch"] == str(start)
+    folder = checkpoint_root(f"sqlite:///{workdir / 'studies.db'}", study.study_name)
+    assert not (folder / f"trial-{dead}").exists()  # finished: checkpoints removed
+    assert not (folder / f"trial-{resumed}").exists()
+    return start
+
+
+def test_kill_9_then_resume_continues_the_dead_trial_at_its_epoch(tmp_path: Path) -> None:
+    worker = _start_and_stop(tmp_path, "killed", signal.SIGKILL, "trial 0 epoch 2/")
+    worker.wait(timeout=30)
+    before = _study(tmp_path, "killed")
+    assert [t.state.name for t in before.trials] == ["RUNNING"]
+    folder = checkpoint_root(f"sqlite:///{tmp_path / 'studies.db'}", "killed")
+    assert (folder / "trial-0" / "state.json").exists()
+
+    started = time.monotonic()
+    again = run_cli(*_args(tmp_path, "killed", "1"), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    # recognised at once (same host, process gone), not after the 120 s heartbeat grace
+    assert "1 trial(s) of a stopped worker marked FAIL and re-queued" in again.stdout
+    assert time.monotonic() - started < 110
+    assert "trial 1 resumes trial 0 after its epoch" in again.stdout
+
+    study = _study(tmp_path, "killed")
+    assert [t.state.name for t in study.trials][:1] == ["FAIL"]
+    assert study.trials[1].state.name in ("COMPLETE", "PRUNED")
+    assert "process is gone" in study.trials[0].user_attrs["fail_reason"]
+    _check_resumed(tmp_path, study, dead=0, resumed=1)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    dead_run = client.get_run(study.trials[0].user_attrs["mlflow_run_id"])
+    assert dead_run.info.status == "FAILED" and dead_run.data.tags["search.state"] == "FAIL"
+    experiment = client.get_experiment_by_name("killed")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 1
+    assert sorted(r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags) == [
+        "trial-0",
+        "trial-1",
+    ]
+
+    third = run_cli(*_args(tmp_path, "killed", "1"), cwd=tmp_path)  # nothing re-queued twice
+    assert third.returncode == 0, third.stderr
+    study = _study(tmp_path, "killed")
+    assert len(study.trials) == 3
+    assert "search.resumed_from_trial" not in study.trials[2].user_attrs
+
+
+def test_sigterm_records_the_trial_and_it_resumes(tmp_path: Path) -> None:
+    worker = _start_and_stop(tmp_path, "stopped", signal.SIGTERM, "trial 0 epoch 2/")
+    _, stderr = worker.communicate(timeout=120)
+    assert worker.returncode == 143, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("search ")]
+    assert len(lines) == 1 and "stopped by SIGTERM" in lines[0], stderr
+    assert "Traceback" not in stderr
+
+    study = _study(tmp_path, "stopped")
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "WAITING"], states  # recorded, and re-queued to resume
+    assert "interrupted by SIGTERM" in study.trials[0].user_attrs["fail_reason"]
+    assert study.trials[1].user_attrs["search.resumed_from_trial"] == 0
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    child = client.get_run(study.trials[0].user_attrs["mlflow_run_id"])
+    assert child.info.status == "KILLED" and child.data.tags["search.state"] == "FAIL"
+    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "KILLED"
+
+    again = run_cli(*_args(tmp_path, "stopped", "1"), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    study = _study(tmp_path, "stopped")
+    assert study.trials[1].state.name in ("COMPLETE", "PRUNED")
+    _check_resumed(tmp_path, study, dead=0, resumed=1)
+
+
+def test_a_worker_is_gone_only_when_provably_dead() -> None:
+    mine = worker_attrs()
+    assert not worker_is_gone(mine)  # this process
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        alive = {**mine, "search.pid": child.pid, "search.pid_started": None}
+        alive.pop("search.pid_started")
+        assert not worker_is_gone(alive)
+    finally:
+        child.kill()
+        child.wait()
+    assert worker_is_gone({**mine, "search.pid": child.pid})  # exited: gone
+    assert not worker_is_gone({**mine, "search.host": "elsewhere", "search.pid": child.pid})
+    assert not worker_is_gone({})  # unknown: never assumed dead
+
+
+@pytest.mark.parametrize("pid_reused", [True])
+def test_a_reused_pid_is_not_mistaken_for_the_worker(pid_reused: bool) -> None:
+    mine = worker_attrs()
+    if "search.pid_started" not in mine:
+        pytest.skip("no /proc on this system")
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        # the trial's worker started at another time than the process now holding its pid
+        attrs = {**mine, "search.pid": other.pid, "search.pid_started": "1"}
+        assert worker_is_gone(attrs) is pid_reused
+    finally:
+        other.kill()
+        other.wait()
