@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["checkpoint_root", "worker_attrs", "worker_is_gone"]
+__all__ = ["checkpoint_root", "local_state_dir", "worker_attrs", "worker_is_gone"]
 
 
 def _process_start(pid: int) -> str | None:
@@ -62,13 +62,20 @@ def worker_is_gone(attrs: Mapping[str, Any]) -> bool:
     return started is not None and _process_start(pid) not in (None, str(started))
 
 
-def checkpoint_root(storage_url: str, study: str) -> Path:
-    """The local folder of a study's epoch checkpoints (one ``trial-N`` folder per trial)."""
+def local_state_dir(storage_url: str, study: str, kind: str) -> Path:
+    """A study's local folder of ``kind`` (``checkpoints``, ``keras-tuner``): beside a SQLite or
+    journal storage file (``studies.db.<kind>/STUDY``), else under
+    ``~/.cache/search/<kind>/<hash of the URL>/STUDY`` for a database server."""
     if storage_url.startswith(("sqlite:///", "journal:///")):
         path = Path(storage_url.split(":///", 1)[1])
         if not path.is_absolute():
             path = Path.cwd() / path
-        return path.parent / f"{path.name}.checkpoints" / study
+        return path.parent / f"{path.name}.{kind}" / study
     digest = hashlib.sha256(storage_url.encode()).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "search" / "checkpoints" / digest / study
+    return cache / "search" / kind / digest / study
+
+
+def checkpoint_root(storage_url: str, study: str) -> Path:
+    """The local folder of a study's epoch checkpoints (one ``trial-N`` folder per trial)."""
+    return local_state_dir(storage_url, study, "checkpoints")

@@ -17,9 +17,7 @@ runs on one worker at a time; re-running it continues the oracle where it stoppe
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +34,7 @@ from search.engines.base import (
 )
 from search.errors import SearchError
 from search.spaces import FloatParam, IntParam
+from search.workers import local_state_dir
 
 if TYPE_CHECKING:
     import keras_tuner
@@ -106,14 +105,7 @@ def _register(hp: Any, name: str, spec: Any, default: Any) -> None:
 def tuner_dir(storage_url: str, study: str) -> Path:
     """keras-tuner's folder for a study: beside a storage file, or in the user's cache for a
     database server (keyed by a hash of the URL, which holds no secret)."""
-    if storage_url.startswith(("sqlite:///", "journal:///")):
-        path = Path(storage_url.split(":///", 1)[1])
-        if storage_url.startswith("journal:///") and not path.is_absolute():
-            path = Path.cwd() / path
-        return path.parent / f"{path.name}.keras-tuner" / study
-    digest = hashlib.sha256(storage_url.encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "search" / "keras-tuner" / digest / study
+    return local_state_dir(storage_url, study, "keras-tuner")
 
 
 def _oracle(options: SearchOptions, space: Space, seed: int) -> Any:
