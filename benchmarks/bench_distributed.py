@@ -10,11 +10,15 @@ One run starts the deployment's topology natively (a throwaway PostgreSQL cluste
    trials/hour both over the whole wall time (process start-up and data loading included) and
    over the trials' own span (first trial start to last trial end, from Optuna's timestamps);
 2. per trial: wall time (Optuna datetime_complete - datetime_start) vs `train_seconds` (the
-   `model.fit` time the CLI records on each trial);
+   `model.fit` time the CLI records on each trial), and `tracking_blocked_s`, the time the
+   trial's thread spent blocked in tracking calls (the spool's appends, the run's creation, the
+   fsync that makes the trial's logs durable before its state is final); the issue's target is
+   at most 3% of the trial's wall time;
 3. storage-only trials against the same servers: the Optuna calls (ask with the real trial's
    distributions, the user attrs a trial sets, tell) and the MLflow calls (child run, params,
    per-epoch metrics, summary metrics, tags, the real trial's artifacts uploaded through the
-   server, terminate) that one trial makes, with no training, repeated and timed.
+   server, terminate) that one trial makes, with no training, repeated and timed: made
+   synchronously (how trials logged before the spool; the reference) and through the spool.
 
 The space is fixed and tiny (one small GRU, only the learning rate varies), so every trial costs
 the same and the comparison is about the workers, not about what TPE happened to sample.
@@ -145,6 +149,7 @@ def measure_workers(args, space, pg, tracking_uri, workers: int, workdir: Path) 
     train = [
         float(t.user_attrs["train_seconds"]) for t in trials if "train_seconds" in t.user_attrs
     ]
+    blocked = [float(t.user_attrs.get("tracking_blocked_s", "nan")) for t in trials]
     states = {}
     for t in trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
@@ -160,6 +165,10 @@ def measure_workers(args, space, pg, tracking_uri, workers: int, workdir: Path) 
         "trials_per_hour_span": 3600 * len(trials) / span if span > 0 else float("nan"),
         "trial_s_mean": statistics.mean(durations),
         "train_s_mean": statistics.mean(train) if train else float("nan"),
+        # the time each trial's thread spent blocked in tracking calls, over its wall time
+        "blocked_s_mean": statistics.mean(blocked),
+        "blocked_share": sum(blocked) / sum(durations),
+        "blocked_share_max": max(b / d for b, d in zip(blocked, durations, strict=True)),
         "example_trial": next((t for t in trials if t.state.name == "COMPLETE"), trials[0]),
     }
 
@@ -172,6 +181,7 @@ def measure_storage_only(
     from mlflow import MlflowClient
 
     from search.tracking import open_tracker
+    from search.tracking.spool import Spool, SpooledTracker
 
     client = MlflowClient(tracking_uri=tracking_uri)
     artifacts = Path(client.download_artifacts(source_run_id, "", str(workdir / "artifacts")))
@@ -189,11 +199,16 @@ def measure_storage_only(
 
     storage_url = pg.create_database(f"optuna_bench_storage_{uuid.uuid4().hex[:6]}")
     study = optuna.create_study(study_name="bench-storage-only", storage=storage_url)
-    tracker = open_tracker(tracking_uri, f"bench-storage-only-{uuid.uuid4().hex[:6]}")
-    tracker.open()
-    tracker.create_parent_run(params={"benchmark": "storage-only"}, tags={})
-    optuna_s, mlflow_s = [], []
-    for _ in range(args.storage_reps):
+    direct = open_tracker(tracking_uri, f"bench-storage-only-{uuid.uuid4().hex[:6]}")
+    direct.open()
+    direct.create_parent_run(params={"benchmark": "storage-only"}, tags={})
+    spooled = SpooledTracker(direct, Spool(workdir / "spool"))
+    spooled.open()
+    optuna_s, mlflow_s, spooled_s = [], [], []
+    for rep in range(2 * args.storage_reps):
+        # alternate: synchronous MLflow calls (as before the spool), then the same calls through
+        # the spool and its background writer, as a trial makes them now
+        tracker = direct if rep % 2 == 0 else spooled
         t0 = time.perf_counter()
         trial = study.ask(fixed_distributions=example.distributions)
         t_optuna = time.perf_counter() - t0
@@ -225,8 +240,12 @@ def measure_storage_only(
         study.tell(trial, 1.0)
         t_optuna += time.perf_counter() - t0
         optuna_s.append(t_optuna)
-        mlflow_s.append(t_mlflow)
-    tracker.finish_parent_run()
+        (mlflow_s if tracker is direct else spooled_s).append(t_mlflow)
+        if tracker is spooled:  # let the writer catch up, as the next trial's training would
+            spooled.flush(timeout=60)
+            spooled = SpooledTracker(direct, Spool(workdir / "spool"))
+            spooled.open()
+    direct.finish_parent_run()
     return {
         "reps": args.storage_reps,
         "epochs": epochs,
@@ -236,6 +255,8 @@ def measure_storage_only(
         "mlflow_s_mean": statistics.mean(mlflow_s),
         "optuna_s_median": statistics.median(optuna_s),
         "mlflow_s_median": statistics.median(mlflow_s),
+        "spooled_s_mean": statistics.mean(spooled_s),
+        "spooled_s_median": statistics.median(spooled_s),
     }
 
 
@@ -278,16 +299,17 @@ def main() -> None:
     print()
     print(
         "| workers | trials | states | wall s | trials/h (wall) | trials/h (trial span) "
-        "| trial s (mean) | train s (mean) | not training s (mean) |"
+        "| trial s (mean) | train s (mean) | not training s (mean) | blocked in tracking |"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         states = " ".join(f"{k}:{v}" for k, v in sorted(r["states"].items()))
         print(
             f"| {r['workers']} | {r['trials']} | {states} | {r['wall_s']:.1f} | "
             f"{r['trials_per_hour_wall']:.0f} | {r['trials_per_hour_span']:.0f} | "
             f"{r['trial_s_mean']:.2f} | {r['train_s_mean']:.2f} | "
-            f"{r['trial_s_mean'] - r['train_s_mean']:.2f} |"
+            f"{r['trial_s_mean'] - r['train_s_mean']:.2f} | {r['blocked_s_mean'] * 1000:.0f} ms "
+            f"= {100 * r['blocked_share']:.1f}% (max {100 * r['blocked_share_max']:.1f}%) |"
         )
     base = results[0]
     for r in results[1:]:
@@ -309,8 +331,19 @@ def main() -> None:
         f" mean, {storage['optuna_s_median'] * 1000:.0f} ms median"
     )
     print(
-        f"  MLflow (run, params, metrics, artifacts)    : {storage['mlflow_s_mean'] * 1000:.0f} ms"
+        f"  MLflow (run, params, metrics, artifacts), synchronous: "
+        f"{storage['mlflow_s_mean'] * 1000:.0f} ms"
         f" mean, {storage['mlflow_s_median'] * 1000:.0f} ms median"
+    )
+    print(
+        f"  the same MLflow calls through the spool (time the caller is blocked; the background "
+        f"writer sends them): {storage['spooled_s_mean'] * 1000:.0f} ms mean, "
+        f"{storage['spooled_s_median'] * 1000:.0f} ms median"
+    )
+    share = max(r["blocked_share"] for r in results)
+    print(
+        f"target: a trial's thread blocked in tracking calls <= 3% of its wall time: measured "
+        f"{100 * share:.1f}% (the worst worker count) -> {'met' if share <= 0.03 else 'MISSED'}"
     )
     print(
         f"  together {total:.3f} s per trial = {100 * total / train:.1f}% of the mean "

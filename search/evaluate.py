@@ -23,6 +23,21 @@ def load_trial_model(tracker: Any, run_id: str) -> Any:
     return keras.models.load_model(path, compile=False, safe_mode=True)
 
 
+def trial_run_id(tracker: Any, trial: Any, study: str) -> str:
+    """The MLflow run of a trial; one whose run was created in the tracking spool while the
+    server was down is found by its spool key once `search sync` has sent it."""
+    ref = trial.attrs.get("mlflow_run_id")
+    if not ref:
+        raise SearchError(f"study {study!r} has no MLflow run for trial {trial.number}")
+    run_id = tracker.resolve_run(str(ref))
+    if run_id is None:
+        raise SearchError(
+            f"trial {trial.number}'s MLflow run is still in the tracking spool of the machine "
+            f"that ran it; run `search sync {study}` there first"
+        )
+    return str(run_id)
+
+
 def evaluate_best_on_test(engine: Engine, study: str, tracking_uri: str) -> dict[str, Any]:
     """Load the best trial's saved model from the tracking store, evaluate it on the test split,
     log to the study's parent run, and return the figures (with the target's ``unit``)."""
@@ -39,6 +54,7 @@ def evaluate_best_on_test(engine: Engine, study: str, tracking_uri: str) -> dict
     if not run_id or not parent:
         raise SearchError(f"study {study!r} has no MLflow runs recorded; cannot find its model")
     tracker = open_tracker(tracking_uri, study)
+    run_id = trial_run_id(tracker, best, study)
     space = load_study_space(record, tracker)
     config = space.resolve(best.params, book=best.is_book)
     dataset, prepared = load_study_data(record, space)

@@ -16,7 +16,7 @@ import numpy as np
 
 from search.engines import Engine, TrialSummary
 from search.errors import DataError, SearchError
-from search.evaluate import load_trial_model
+from search.evaluate import load_trial_model, trial_run_id
 from search.record import StudyRecord, load_study_data, load_study_space
 
 __all__ = ["Forecasts", "predict_file", "register_best"]
@@ -103,7 +103,7 @@ def predict_file(
             f"{data} has {len(inputs)} rows; the model needs {int(offsets[-1]) + 1} rows "
             f"({config.lookback_hours:g} h) for one forecast"
         )
-    model = load_trial_model(tracker, best.attrs["mlflow_run_id"])
+    model = load_trial_model(tracker, trial_run_id(tracker, best, study))
     starts = np.arange(count, dtype=np.int64)
     outputs = []
     for first in range(0, count, 1024):
@@ -135,7 +135,7 @@ def register_best(engine: Engine, study: str, tracking_uri: str, name: str) -> d
     spec = config.window(prepared.steps_per_hour)
     val = make_windows(prepared, spec, "val", 8, calendar=config.calendar_features)
     example = val[0][0]
-    run_id = best.attrs["mlflow_run_id"]
+    run_id = trial_run_id(tracker, best, study)
     model = load_trial_model(tracker, run_id)
     version = tracker.register_keras_model(run_id, model, example, name)
     return {

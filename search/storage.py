@@ -35,6 +35,20 @@ HEARTBEAT_INTERVAL_S = 30
 GRACE_PERIOD_S = 120
 SQLITE_BUSY_TIMEOUT_S = 60
 _SCHEMA_RETRIES = 8
+TIMEOUT_ENV = "SEARCH_STORAGE_TIMEOUT"
+DB_RETRY_S = 180.0
+"""How long a storage call keeps waiting while its database is unreachable (a restart) or its
+SQLite file is locked by another process; ``$SEARCH_STORAGE_TIMEOUT`` seconds overrides it."""
+
+
+def storage_timeout() -> float:
+    """Seconds a storage call waits for a locked SQLite file or an unreachable database server
+    before it fails with one line: ``$SEARCH_STORAGE_TIMEOUT``, else :data:`DB_RETRY_S`."""
+    try:
+        value = float(os.environ.get(TIMEOUT_ENV, DB_RETRY_S))
+    except ValueError:
+        return DB_RETRY_S
+    return value if value > 0 else DB_RETRY_S
 
 
 def resolve_storage_url(url: str | None) -> str:
@@ -86,10 +100,15 @@ def _journal_path(url: str) -> Path:
     return Path(rest).expanduser()
 
 
-def check_storage(url: str, must_exist: bool = False) -> None:
+def check_storage(url: str, must_exist: bool = False, writable: bool | None = None) -> None:
     """Fail fast, with one line, if the storage cannot be used: a missing folder, a database server
     that does not answer or refuses the credentials; with ``must_exist``, a missing file too
-    (reading commands never create an empty database)."""
+    (reading commands never create an empty database). With ``writable`` (by default: when the
+    storage need not exist, i.e. for the commands that may create it and so write to it), a
+    SQLite or journal file, or its folder, that this process may not write is refused too: found
+    before anything starts rather than when the first trial is stored."""
+    if writable is None:
+        writable = not must_exist
     scheme = _scheme(url)
     if scheme in ("sqlite", "journal"):
         path = Path(url.split(":///", 1)[1]) if scheme == "sqlite" else _journal_path(url)
@@ -106,6 +125,8 @@ def check_storage(url: str, must_exist: bool = False) -> None:
             _check_sqlite_file(url, path)
         else:
             _check_journal_file(url, path)
+        if writable:
+            _check_writable(url, path, scheme)
         return
     if scheme in ("postgresql", "postgres"):
         _check_postgres(url)
@@ -132,14 +153,15 @@ _OPTUNA_TABLES = frozenset(
 )
 
 
-def sqlite_tables(path: Path) -> set[str] | None:
+def sqlite_tables(path: Path, timeout: float = 5.0) -> set[str] | None:
     """The table names of an existing SQLite file, read without writing to it; ``None`` when
     they cannot be read now (locked, or a file that is not SQLite: see :data:`SQLITE_HEADER`)."""
     import sqlite3
     from urllib.parse import quote
 
+    timeout = min(timeout, storage_timeout())
     try:
-        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=5)
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=timeout)
     except sqlite3.Error:
         return None
     try:
@@ -172,6 +194,40 @@ def _check_sqlite_file(url: str, path: Path) -> None:
             f"(tables {shown}){hint}, not an Optuna study storage; give the file `search run` "
             "used as --storage"
         )
+
+
+def _check_writable(url: str, path: Path, scheme: str) -> None:
+    """The file (when it exists) and its folder must be writable by this process: SQLite writes
+    its rollback journal (or write-ahead log) beside the database file, and Optuna's journal
+    storage its lock file beside the journal. Read-only commands skip this check."""
+    shown = redact(url)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StorageError(
+            f"storage {shown!r}: {str(path)!r} is read-only; this command records trials in it "
+            "(make the file and its folder writable, or copy them to a writable folder); "
+            "`search trials`, `search best` and `search export` read it as it is"
+        )
+    folder = path.parent
+    if os.access(folder, os.W_OK | os.X_OK):
+        return
+    if scheme == "sqlite" and all(
+        os.access(f"{path}{suffix}", os.W_OK) for suffix in ("-wal", "-shm")
+    ):
+        return  # a write-ahead-log database whose log files exist and are writable
+    if not path.exists():
+        raise StorageError(
+            f"storage {shown!r}: folder {str(folder)!r} is read-only; the file cannot be "
+            "created there (give a file in a writable folder)"
+        )
+    if scheme == "sqlite":
+        why = "SQLite writes its journal beside the database file"
+    else:
+        why = "Optuna writes its lock file beside the journal file"
+    raise StorageError(
+        f"storage {shown!r}: folder {str(folder)!r} is read-only; {why} (make the folder "
+        "writable, or copy the file to a writable folder); `search trials`, `search best` and "
+        "`search export` read it as it is"
+    )
 
 
 def _check_journal_file(url: str, path: Path) -> None:
@@ -233,12 +289,17 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             ) from None
     import sqlalchemy.exc
 
+    wait = storage_timeout()
     engine_kwargs: dict[str, Any] = (
         {"pool_pre_ping": True}
         if scheme != "sqlite"
-        else {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}  # wait out another writer
+        # wait out another writer (each statement; storage calls retry up to `wait` in all)
+        else {"connect_args": {"timeout": min(float(SQLITE_BUSY_TIMEOUT_S), wait)}}
     )
-    for attempt in range(_SCHEMA_RETRIES):
+    deadline = time.monotonic() + wait
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             # Heartbeats are "experimental" in Optuna 5; crash recovery relies on them.
             with warnings.catch_warnings():
@@ -255,18 +316,22 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
             # Workers opening a fresh database at once race to create Optuna's schema
             # (optuna/optuna#1092); the losers retry and find the tables made.
-            if attempt == _SCHEMA_RETRIES - 1:
+            if attempt >= _SCHEMA_RETRIES:
                 raise StorageError(
                     f"cannot open storage {redact(url)!r}: {_first_line(exc)}"
                 ) from None
-            time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
+            time.sleep(0.2 * attempt + random.random() * 0.2)
+        except sqlalchemy.exc.OperationalError as exc:
+            if scheme == "sqlite" and _locked(exc):
+                if time.monotonic() + 0.5 < deadline:
+                    time.sleep(0.25 + random.random() * 0.25)  # busy at once: wait and retry
+                    continue
+                raise StorageError(_locked_message(url, wait, exc)) from None
+            raise StorageError(_unusable_message(url, exc, "cannot open storage")) from None
         except Exception as exc:  # SQLAlchemy raises many types; the user needs one line
             raise StorageError(f"cannot open storage {redact(url)!r}: {_first_line(exc)}") from None
-    raise AssertionError("unreachable")
 
 
-DB_RETRY_S = 180.0
-"""How long a storage call keeps retrying while its database is unreachable (a restart)."""
 _RETRIED = (
     "create_new_study",
     "set_study_user_attr",
@@ -334,18 +399,74 @@ def _retrying(method: Any) -> Any:
 
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + DB_RETRY_S
+        wait = storage_timeout()
+        deadline = time.monotonic() + wait
         delay = 0.25
         while True:
             try:
                 return method(self, *args, **kwargs)
             except Exception as exc:
-                if not _connection_lost(exc) or time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay + random.random() * delay / 2)
-                delay = min(delay * 2, 8.0)
+                lost = _connection_lost(exc)
+                if lost and time.monotonic() + delay <= deadline:
+                    time.sleep(delay + random.random() * delay / 2)
+                    delay = min(delay * 2, 8.0)
+                    continue
+                error = _storage_error(str(getattr(self, "url", "")), exc, wait if lost else None)
+                if error is None:
+                    raise  # not the database's state: Optuna's own errors, bugs
+                raise error from exc
 
     return call
+
+
+def _db_error(exc: BaseException) -> BaseException:
+    """The SQLAlchemy error under an Optuna StorageInternalError (which says only "an exception
+    is raised during the commit")."""
+    import optuna
+
+    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
+
+
+def _locked(exc: BaseException) -> bool:
+    return "database is locked" in str(_db_error(exc)).lower()
+
+
+def _locked_message(url: str, wait: float, exc: BaseException) -> str:
+    return (
+        f"storage {redact(url)!r} is locked by another process: waited {wait:.0f} s for it "
+        f"(set {TIMEOUT_ENV}=SECONDS to wait longer); {_db_detail(exc)}"
+    )
+
+
+def _unusable_message(url: str, exc: BaseException, what: str = "storage") -> str:
+    detail = _db_detail(exc)
+    text = detail.lower()
+    if "readonly" in text or "read-only" in text:
+        return (
+            f"cannot write to storage {redact(url)!r}: it is read-only ({detail}); make the "
+            "file and its folder writable, or copy them to a writable folder"
+        )
+    return f"{what} {redact(url)!r}: {_first_line(_db_error(exc))}"
+
+
+def _storage_error(url: str, exc: BaseException, waited: float | None) -> StorageError | None:
+    """A one-line error for a database that cannot be used now: read-only, full, locked or away
+    past the wait (``waited`` seconds); None for anything else (re-raised as it is)."""
+    import sqlalchemy.exc
+
+    error = _db_error(exc)
+    if waited is not None:
+        if _locked(error):
+            return StorageError(_locked_message(url, waited, error))
+        return StorageError(
+            f"storage {redact(url)!r} unreachable: waited {waited:.0f} s for it "
+            f"(set {TIMEOUT_ENV}=SECONDS to wait longer); {_db_detail(error)}"
+        )
+    if isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+        return StorageError(_unusable_message(url, error))
+    return None
 
 
 def _resilient_rdb_storage() -> Any:
@@ -384,3 +505,12 @@ def _write_ahead_log(storage: Any) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _db_detail(exc: BaseException) -> str:
+    """The database's own words: the first line of a SQLAlchemy error without its
+    ``(sqlite3.OperationalError)`` prefix."""
+    line = _first_line(_db_error(exc))
+    if line.startswith("(") and ") " in line:
+        line = line.split(") ", 1)[1].strip() or line
+    return line

@@ -16,9 +16,11 @@ Nothing here prints: progress goes to ``request.progress`` (the CLI passes one t
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.data.references import LinearCache
@@ -37,7 +39,8 @@ from search.record import (
 from search.runtime import versions_tag
 from search.tracking import Tracker, open_tracker, redact, resolve_tracking_uri
 from search.tracking.redact import without_credentials
-from search.workers import checkpoint_root
+from search.tracking.spool import SPOOL_PREFIX, Spool, SpooledTracker
+from search.workers import checkpoint_root, local_state_dir
 
 if TYPE_CHECKING:
     from search.spaces import Space
@@ -100,6 +103,17 @@ class StudyPlan:
 
 
 @dataclass
+class SpoolState:
+    """Tracking logs left in a study's local spool when `search run` ended (the server was
+    unreachable): where they are, how many runs and operations, and why they were not sent."""
+
+    folder: str
+    runs: int
+    operations: int
+    reason: str | None
+
+
+@dataclass
 class StudyOutcome:
     """What a run of a study did and where its results are."""
 
@@ -112,6 +126,7 @@ class StudyOutcome:
     unit: str
     recovered: int = 0
     stopped_for_failures: int | None = None  # N when --max-consecutive-failures N stopped it
+    spool: SpoolState | None = None  # tracking logs still waiting for the server, if any
 
     @property
     def counts(self) -> dict[str, int]:
@@ -155,7 +170,7 @@ def plan_study(request: StudyRequest) -> StudyPlan:
     stored: StudyRecord | None = None
     if exists:
         engine.open(name, seed=None, create=False, join_seed=request.seed)
-        stored = StudyRecord.from_attrs(engine.study_attrs())
+        stored = StudyRecord.from_attrs(_wait_for_record(engine))
     record = _reconcile(request, name, stored if not request.fresh else None)
     _check_search_options(request, record)
     if record.engine != "optuna":
@@ -164,6 +179,21 @@ def plan_study(request: StudyRequest) -> StudyPlan:
         load_space(record.space)
     validate_source(record.data)
     return StudyPlan(request, name, storage, tracking_uri, record, exists, stored, engine)
+
+
+def _wait_for_record(engine: Engine, wait: float = 60.0) -> dict[str, Any]:
+    """The attributes of an existing study, once its record is complete: a worker that starts
+    while another is creating the study (it writes the record, ``record_version`` last, after
+    creating the study) waits for it rather than comparing its flags with an empty record. A
+    study of the first release (no ``record_version``) has its parent run id."""
+    deadline = time.monotonic() + wait
+    while True:
+        attrs = engine.study_attrs()
+        if "record_version" in attrs or attrs.get("mlflow_parent_run_id"):
+            return attrs
+        if time.monotonic() > deadline:  # its creator died before writing it
+            return attrs
+        time.sleep(0.5)
 
 
 def _check_search_options(request: StudyRequest, record: StudyRecord | None = None) -> None:
@@ -285,7 +315,9 @@ def run_study(request: StudyRequest) -> StudyOutcome:
     if plan.exists and request.fresh:
         _retire(plan, engine)
         engine.delete(name)
-    tracker = open_tracker(plan.tracking_uri, name)
+    tracker = SpooledTracker(
+        open_tracker(plan.tracking_uri, name), Spool(spool_root(plan.storage, name)), say=say
+    )
     space = load_study_space(record, tracker if plan.exists and not request.fresh else None)
 
     say(f"loading data {record.data} ...")
@@ -373,7 +405,10 @@ def run_study(request: StudyRequest) -> StudyOutcome:
         requeue(engine, [t for t in stopped if t.state == "FAIL"])
         raise
     finally:
-        _summarize(engine, tracker, status, unit)
+        try:
+            _summarize(engine, tracker, status, unit)
+        finally:
+            spool = _sync_at_end(tracker, short=status != "FINISHED")
     return StudyOutcome(
         study=name,
         storage=plan.storage,
@@ -384,7 +419,32 @@ def run_study(request: StudyRequest) -> StudyOutcome:
         unit=unit,
         recovered=recovered,
         stopped_for_failures=(request.max_consecutive_failures if failures["stopped"] else None),
+        spool=spool,
     )
+
+
+def spool_root(storage_url: str, study: str) -> Path:
+    """The local folder of a study's tracking spool on this machine."""
+    return local_state_dir(storage_url, study, "spool")
+
+
+def sync_timeout() -> float:
+    """How long `search run` and `search sync` keep retrying an unreachable tracking server
+    before leaving the logs in the spool (``$SEARCH_SYNC_TIMEOUT`` seconds, default 30)."""
+    try:
+        return max(0.0, float(os.environ.get("SEARCH_SYNC_TIMEOUT", "30")))
+    except ValueError:
+        return 30.0
+
+
+def _sync_at_end(tracker: SpooledTracker, short: bool) -> SpoolState | None:
+    """`search sync` at the end of `search run`: send what is spooled (bounded); what the
+    server could not take stays in the spool, durable, for `search sync NAME`."""
+    report = tracker.flush(timeout=min(5.0, sync_timeout()) if short else sync_timeout())
+    runs, operations = tracker.spooled
+    if operations == 0:
+        return None
+    return SpoolState(str(tracker.spool.root), runs, operations, report.error)
 
 
 def _book_references(space: Space, prepared: Any, cache: LinearCache) -> dict[str, Any]:
@@ -514,7 +574,10 @@ def recover_crashed_trials(engine: Engine, tracker: Tracker) -> int:
     dead += engine.fail_stale()
     for trial in dead:
         run_id = trial.attrs.get("mlflow_run_id")
-        if run_id and tracker.run_tags(run_id).get("search.state") == "RUNNING":
+        if run_id and (
+            run_id.startswith(SPOOL_PREFIX)  # its run may still be in this machine's spool
+            or tracker.run_tags(run_id).get("search.state") == "RUNNING"
+        ):
             tracker.end_trial_run(run_id, "FAIL", trial.attrs.get("fail_reason", CRASH_REASON))
     requeue(engine, dead)
     return len(dead)
@@ -557,6 +620,17 @@ def _best_per_architecture(trials: list[TrialSummary]) -> list[dict[str, Any]]:
     ]
 
 
+def _run_of(tracker: Tracker, trial: TrialSummary) -> str:
+    """A trial's MLflow run id; a run still in the spool is named by its spool reference."""
+    ref = str(trial.attrs.get("mlflow_run_id", ""))
+    if not ref.startswith(SPOOL_PREFIX):
+        return ref
+    try:
+        return tracker.resolve_run(ref) or ref
+    except Exception:  # noqa: BLE001 - the server is down: the reference will do
+        return ref
+
+
 def _summarize(engine: Engine, tracker: Tracker, status: str, unit: str) -> None:
     """Log the best trial and the study's figures to the parent run."""
     parent = tracker.parent_run_id
@@ -577,7 +651,7 @@ def _summarize(engine: Engine, tracker: Tracker, status: str, unit: str) -> None
             parent,
             {
                 "search.best_trial": best.number,
-                "search.best_run_id": best.attrs.get("mlflow_run_id", ""),
+                "search.best_run_id": _run_of(tracker, best),
                 "search.best_params": best.params,
             },
         )

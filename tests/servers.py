@@ -324,11 +324,13 @@ def start_mlflow_server(
     log_file: Path | None = None,
     workers: int = 2,
     timeout: float = 180.0,
+    port: int | None = None,
 ) -> MlflowServer:
-    """Start `mlflow server` on a free 127.0.0.1 port and wait until `/health` answers."""
+    """Start `mlflow server` on a free 127.0.0.1 port (or ``port``: a server restarted where its
+    clients expect it) and wait until `/health` answers."""
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_file or artifacts_dir.parent / "mlflow-server.log"
-    port = free_port()
+    port = port or free_port()
     argv = [
         *mlflow_executable(),
         "server",

@@ -27,7 +27,7 @@ from search.cli import EXIT_USAGE, _storage_flag, _tracking_flag, _verbose_flag
 from search.errors import SearchError
 from search.tracking.redact import redact
 
-COMMANDS: tuple[str, ...] = ("studies", "delete", "export", "import")
+COMMANDS: tuple[str, ...] = ("studies", "delete", "export", "import", "sync")
 EXIT_ABORTED = 1
 
 
@@ -97,6 +97,19 @@ def add_commands(commands: Any) -> None:
     )
     _verbose_flag(imp)
 
+    sync = commands.add_parser(
+        "sync",
+        help="send a study's spooled tracking logs to the tracking server",
+        description="Send what the study's trials logged while the tracking server was "
+        "unreachable (kept in the study's spool on this machine) and give every finished trial "
+        "that has no MLflow run one rebuilt from its Optuna record. Nothing is sent twice; "
+        "running it again changes nothing. `search run` does the first part at its end.",
+    )
+    sync.add_argument("study", metavar="STUDY", help="study name")
+    _storage_flag(sync)
+    _tracking_flag(sync)
+    _verbose_flag(sync)
+
 
 def dispatch(args: argparse.Namespace, verbose: bool) -> int:
     """Run one management command; returns its exit code."""
@@ -108,19 +121,78 @@ def dispatch(args: argparse.Namespace, verbose: bool) -> int:
         return _cmd_export(args)
     if args.command == "import":
         return _cmd_import(args)
+    if args.command == "sync":
+        return _cmd_sync(args)
     raise NotImplementedError(args.command)
 
 
-def _existing_storage(url: str | None) -> str:
+def _existing_storage(url: str | None, writable: bool = False) -> str:
     from search.storage import check_storage, resolve_storage_url
 
     storage = resolve_storage_url(url)
-    check_storage(storage, must_exist=True)
+    check_storage(storage, must_exist=True, writable=writable)
     return storage
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+# --------------------------------------------------------------------------- sync
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from search.cli import _existing_study
+    from search.storage import resolve_storage_url
+    from search.study import spool_root, sync_timeout
+    from search.sync import sync_study
+    from search.tracking import check_tracking_uri, open_tracker, resolve_tracking_uri
+    from search.tracking.spool import Spool
+
+    engine, record = _existing_study(args)
+    tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)
+    spool = Spool(spool_root(resolve_storage_url(args.storage), args.study))
+    runs, operations = spool.backlog()
+    waiting = f"{_plural(operations, 'operation')} of {_plural(runs, 'run')} in {spool.root}"
+    try:
+        check_tracking_uri(tracking_uri)
+    except SearchError as exc:
+        raise SearchError(f"{exc}; the spool keeps {waiting}") from None
+    outcome = sync_study(
+        engine, record, spool, open_tracker(tracking_uri, args.study), sync_timeout()
+    )
+    done = (
+        f"sync {args.study!r}: sent {_plural(outcome.sent, 'spooled operation')}"
+        f" ({_plural(outcome.runs_created, 'run')} created from the spool)"
+    )
+    if outcome.backfilled:
+        numbers = ", ".join(str(n) for n in outcome.backfilled)
+        done += f"; trials {numbers} given a run from their study record"
+    print(done, flush=True)
+    for refused in outcome.refused:
+        print(f"note: the tracking server refused {refused}", flush=True)
+    if outcome.duplicates:
+        numbers = ", ".join(str(n) for n in outcome.duplicates)
+        print(f"note: trials {numbers} have more than one MLflow run", flush=True)
+    if outcome.elsewhere:
+        numbers = ", ".join(str(n) for n in outcome.elsewhere)
+        print(
+            f"note: the runs of trials {numbers} are in another tracking store, not in "
+            f"{redact(tracking_uri)}",
+            flush=True,
+        )
+    if outcome.error is not None:
+        print(
+            f"search: the tracking server stopped answering ({outcome.error}); the spool keeps "
+            f"{_plural(outcome.pending_operations, 'operation')} of "
+            f"{_plural(outcome.pending_runs, 'run')} in {spool.root}: run `search sync "
+            f"{args.study}` again later",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_ABORTED
+    print(f"every finished trial of {args.study!r} has its MLflow run", flush=True)
+    return 0
 
 
 # --------------------------------------------------------------------------- studies
@@ -168,7 +240,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     from search.record import StudyRecord, validate_study_name
 
     validate_study_name(args.study)
-    storage = _existing_storage(args.storage)
+    storage = _existing_storage(args.storage, writable=True)
     n_trials, attrs = describe_study(storage, args.study)
     where = redact(storage)
     if not args.yes:

@@ -118,6 +118,14 @@ def outcome_lines(outcome: StudyOutcome) -> list[str]:
     else:
         lines.append("no trial completed yet")
     storage = redact(outcome.storage)
+    if outcome.spool is not None:
+        spool = outcome.spool
+        why = f" ({spool.reason})" if spool.reason else ""
+        lines.append(
+            f"tracking: {spool.operations} logging operations of {spool.runs} runs are kept in "
+            f"{spool.folder}, not yet on the tracking server{why}; nothing is lost: run `search "
+            f"sync {outcome.study} --storage {storage}` when the server is back"
+        )
     lines.append(f"list the trials: search trials {outcome.study} --storage {storage}")
     lines.append(
         f"results: Optuna study {outcome.study!r} in {storage}; MLflow experiment "

@@ -40,8 +40,11 @@ class Tracker(ABC):
 
     # -- trial runs
     @abstractmethod
-    def create_trial_run(self, number: int, tags: Mapping[str, str]) -> str:
-        """A child run named ``trial-<number>`` under the parent run; returns its id."""
+    def create_trial_run(
+        self, number: int, tags: Mapping[str, str], parent_run_id: str | None = None
+    ) -> str:
+        """A child run named ``trial-<number>`` under the parent run (this tracker's, unless
+        given); returns its id."""
 
     @abstractmethod
     def end_trial_run(self, run_id: str, state: str, reason: str | None = None) -> None:
@@ -60,7 +63,13 @@ class Tracker(ABC):
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None: ...
 
     @abstractmethod
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None: ...
+    def log_metrics(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float],
+        step: int = 0,
+        timestamp: int | None = None,
+    ) -> None: ...
 
     @abstractmethod
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None: ...
@@ -76,6 +85,22 @@ class Tracker(ABC):
 
     @abstractmethod
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None: ...
+
+    @abstractmethod
+    def find_run(self, tag: str, value: str) -> str | None:
+        """The id of the study's run tagged ``tag`` = ``value``, or None."""
+
+    @abstractmethod
+    def trial_runs(self) -> dict[int, list[str]]:
+        """The study's trial runs, by trial number."""
+
+    def resolve_run(self, ref: str) -> str | None:
+        """The run id behind a trial's ``mlflow_run_id``: itself, or for a run that was created
+        in the tracking spool (``spool:<key>``) the run tagged with that key once synced (None
+        until then)."""
+        if not ref.startswith("spool:"):
+            return ref
+        return self.find_run("search.spool_key", ref[len("spool:") :])
 
     @abstractmethod
     def register_keras_model(self, run_id: str, model: Any, example: Any, name: str) -> str:

@@ -22,11 +22,20 @@ from search.tracking.redact import redact, redact_value
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+# MLflow's client retries a dead server for many minutes by default (7 retries, backoff factor
+# 2, 120 s timeouts). A call gives up within seconds here; the spool keeps what it was sending
+# and retries later (search/tracking/spool.py). The environment can still set other bounds.
+HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
 ROLE_TAG = "search.role"
 STUDY_TAG = "search.study"
 
 
-def _stringify(value: Any) -> str:
+def stringify(value: Any) -> str:
+    """A param or tag value as MLflow stores it: text, redacted, at most 6,000 characters."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return redact(text)[:6000]
 
@@ -58,6 +67,8 @@ class MlflowTracker(Tracker):
     def client(self) -> MlflowClient:
         if self._client is None:
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+            for name, value in HTTP_BOUNDS.items():
+                os.environ.setdefault(name, value)
             from mlflow import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
@@ -126,14 +137,20 @@ class MlflowTracker(Tracker):
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(str(k), _stringify(v)) for k, v in params.items()]
+        items = [Param(str(k), stringify(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[start : start + 100])
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    def log_metrics(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float],
+        step: int = 0,
+        timestamp: int | None = None,
+    ) -> None:
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = timestamp if timestamp is not None else int(time.time() * 1000)
         items = [
             Metric(str(k), float(v), now, step)
             for k, v in metrics.items()
@@ -145,7 +162,7 @@ class MlflowTracker(Tracker):
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(run_id, tags=[RunTag(str(k), _stringify(v)) for k, v in tags.items()])
+        self.client.log_batch(run_id, tags=[RunTag(str(k), stringify(v)) for k, v in tags.items()])
 
     def log_dict(self, run_id: str, payload: Any, artifact_file: str) -> None:
         self.client.log_dict(run_id, redact_value(payload), artifact_file)
@@ -160,15 +177,18 @@ class MlflowTracker(Tracker):
         self.client.log_artifact(run_id, str(path), artifact_path)
 
     # -- trial runs ----------------------------------------------------------------------------
-    def create_trial_run(self, number: int, tags: Mapping[str, str]) -> str:
+    def create_trial_run(
+        self, number: int, tags: Mapping[str, str], parent_run_id: str | None = None
+    ) -> str:
         """A child run named ``trial-<number>`` nested under the parent run."""
-        if self.parent_run_id is None:
+        parent = parent_run_id or self.parent_run_id
+        if parent is None:
             raise RuntimeError("create or attach the parent run first")
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{number}",
             tags={
-                "mlflow.parentRunId": self.parent_run_id,
+                "mlflow.parentRunId": parent,
                 ROLE_TAG: "trial",
                 STUDY_TAG: self.study_name,
                 "search.trial_number": str(number),
@@ -191,6 +211,36 @@ class MlflowTracker(Tracker):
             "INTERRUPTED": "KILLED",
         }.get(state, "FAILED")
         self.client.set_terminated(run_id, status=status)
+
+    def find_run(self, tag: str, value: str) -> str | None:
+        """The id of the study's run tagged ``tag`` = ``value``, or None."""
+        quoted = value.replace("'", "")
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{tag}` = '{quoted}'", max_results=1
+        )
+        return runs[0].info.run_id if runs else None
+
+    def trial_runs(self) -> dict[int, list[str]]:
+        """The study's trial runs by trial number (a number with two runs is a duplicate)."""
+        from mlflow.entities import ViewType
+
+        found: dict[int, list[str]] = {}
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{ROLE_TAG}` = 'trial'",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=1000,
+                page_token=token,
+            )
+            for run in page:
+                number = run.data.tags.get("search.trial_number")
+                if number is not None and number.isdigit():
+                    found.setdefault(int(number), []).append(run.info.run_id)
+            token = page.token
+            if not token:
+                return found
 
     def register_keras_model(self, run_id: str, model: Any, example: Any, name: str) -> str:
         """Save ``model`` in MLflow's Keras flavor (signature inferred from ``example`` inputs)

@@ -8,6 +8,7 @@ reason; the study goes on. Nothing here imports an engine or a tracking library.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import io
@@ -143,6 +144,16 @@ class TrialRunner:
         return unit_of(self.prepared.target_name)
 
     def __call__(self, handle: TrialHandle) -> float:
+        blocked = getattr(self.tracker, "blocked_seconds", None)
+        try:
+            return self._run(handle)
+        finally:
+            if blocked is not None:  # the time this trial waited in tracking calls
+                now = float(getattr(self.tracker, "blocked_seconds", blocked))
+                with contextlib.suppress(Exception):
+                    handle.set_attrs({"tracking_blocked_s": round(now - blocked, 4)})
+
+    def _run(self, handle: TrialHandle) -> float:
         self._done += 1
         self.last_trial = handle.number
         handle.set_attrs(worker_attrs())  # a later run on this host can tell if we died
