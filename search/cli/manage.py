@@ -266,6 +266,12 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     from search.workers import checkpoint_root
 
     shutil.rmtree(checkpoint_root(storage, args.study), ignore_errors=True)  # epoch checkpoints
+    from search.study import spool_root
+    from search.tracking.spool import Spool
+
+    spool = Spool(spool_root(storage, args.study))
+    unsent = spool.backlog()[1]
+    shutil.rmtree(spool.root, ignore_errors=True)  # logs for runs of a study that is gone
     if record.engine == "keras-tuner":  # the oracle's state and Hyperband's checkpoints
         from search.engines.keras_tuner import tuner_dir
 
@@ -273,6 +279,8 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     kept = "its MLflow runs are kept"
     if record.mlflow_tracking_uri:
         kept += f" (experiment {args.study!r} in {redact(record.mlflow_tracking_uri)})"
+    if unsent:
+        kept += f"; {_plural(unsent, 'tracking operation')} never sent from its spool discarded"
     print(f"deleted study {args.study!r} ({_plural(deleted, 'trial')}) from {where}; {kept}")
     return 0
 

@@ -15,6 +15,7 @@ import io
 import math
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -208,6 +209,8 @@ class TrialRunner:
             handle.set_attrs({"fail_reason": reason})
             self.tracker.end_trial_run(run_id, "FAIL", reason)
             self.say(f"trial {handle.number}: FAILED ({reason})")
+            if self.verbose:  # the whole story, on request
+                self.say(traceback.format_exc().rstrip())
             self._forget(handle)
             raise
         finally:
