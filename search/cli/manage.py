@@ -360,7 +360,13 @@ def _export_runs(args: argparse.Namespace, result: Any, target: Path) -> tuple[d
         f"written to {folder}"
     )
     if manifest.get("missing"):
-        note += f" ({_plural(len(manifest['missing']), 'trial run')} not found there)"
+        note += f" ({_plural(len(manifest['missing']), 'trial run')} not found there"
+        if any(str(run).startswith("spool:") for run in manifest["missing"]):
+            note += (
+                f"; some were created while the tracking server was down: run `search sync "
+                f"{args.study}` on the machine that ran them, then export again"
+            )
+        note += ")"
     return manifest, note
 
 
