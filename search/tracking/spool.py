@@ -284,10 +284,11 @@ class Sender:
             except Exception as exc:  # noqa: BLE001
                 if is_transient(exc):
                     raise
-                report.refused.append(f"{op['op']} on {entry.ref}: {_first_line(exc)}")
+                why = redact(_first_line(exc))
+                report.refused.append(f"{op['op']} on {entry.ref}: {why}")
                 with contextlib.suppress(OSError):
                     with open(entry.folder / "refused.jsonl", "a") as fh:
-                        fh.write(json.dumps({"op": op, "error": _first_line(exc)}) + "\n")
+                        fh.write(json.dumps({"op": op, "error": why}) + "\n")
             entry.mark_sent(index + 1)
             report.sent += 1
         # the same snapshot of the operations: one appended since is not sent yet
