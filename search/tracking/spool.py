@@ -668,7 +668,9 @@ class SpooledTracker(Tracker):
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join()
+            # a server that accepts connections but never answers holds the writer in a request
+            # (MLflow's timeout); it is a daemon thread and dies with the process
+            self._thread.join(timeout=max(1.0, timeout))
             self._thread = None
         return drain(self._sender, timeout)
 
