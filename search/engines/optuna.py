@@ -319,7 +319,7 @@ class OptunaEngine(Engine):
             timeout=timeout,
             catch=(Exception,),
             callbacks=callbacks,
-            gc_after_trial=True,
+            gc_after_trial=False,  # the objective frees each trial's model (clear_session)
         )
 
     # -- trials driven one by one (another engine's proposals, recorded here)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import gc
 import io
 import math
 import tempfile
@@ -214,8 +213,9 @@ class TrialRunner:
             self._forget(handle)
             raise
         finally:
-            keras.backend.clear_session()
-            gc.collect()
+            # Keras' global state and the model freed, with one garbage collection (0.6-0.9 s
+            # a trial on 2 cores with TensorFlow loaded: done once, here, and not again by Optuna)
+            keras.backend.clear_session(free_memory=True)
         self.tracker.end_trial_run(run_id, "COMPLETE")
         self._forget(handle)
         return value
