@@ -10,6 +10,7 @@ Optuna nor MLflow (tests/test_structure.py).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -131,6 +132,7 @@ def select_backend(requested: str | None) -> BackendChoice:
     )
 
 
+@functools.cache  # asked once per process, not once per trial
 def _device(backend: str) -> str:
     """``cpu``, ``gpu:<name>`` (``tpu:<kind>``, ``mps``) by the backend's own device query."""
     if backend == "jax":

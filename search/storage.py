@@ -153,6 +153,25 @@ _OPTUNA_TABLES = frozenset(
 )
 
 
+def foreign_sqlite(path: Path, expected: frozenset[str]) -> tuple[str, set[str]] | None:
+    """What an existing file is instead of a SQLite database with the ``expected`` tables (or no
+    tables yet): ("not a SQLite database", no tables) or ("another program's SQLite database
+    (tables ...)", its tables). None when it will do: missing, empty, or ours."""
+    if not path.is_file():
+        return None
+    with open(path, "rb") as fh:
+        head = fh.read(len(SQLITE_HEADER))
+    if not head:
+        return None  # an empty file: SQLite treats it as an empty database
+    if head != SQLITE_HEADER:
+        return "not a SQLite database", set()
+    tables = sqlite_tables(path)
+    if not tables or tables & expected:
+        return None
+    shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    return f"another program's SQLite database (tables {shown})", tables
+
+
 def sqlite_tables(path: Path, timeout: float = 5.0) -> set[str] | None:
     """The table names of an existing SQLite file, read without writing to it; ``None`` when
     they cannot be read now (locked, or a file that is not SQLite: see :data:`SQLITE_HEADER`)."""
@@ -177,23 +196,19 @@ def _check_sqlite_file(url: str, path: Path) -> None:
     """An existing file must be a SQLite database holding Optuna's tables (or none yet): never
     another program's database (the MLflow store given as --storage), which Optuna would
     otherwise alter by adding its own tables."""
-    if not path.is_file():
+    problem = foreign_sqlite(path, _OPTUNA_TABLES)
+    if problem is None:
         return
-    with open(path, "rb") as fh:
-        head = fh.read(len(SQLITE_HEADER))
-    if not head:
-        return  # an empty file: SQLite treats it as an empty database
-    if head != SQLITE_HEADER:
-        raise StorageError(f"storage {redact(url)!r}: {str(path)!r} is not a SQLite database")
-    tables = sqlite_tables(path)
-    if tables and not tables & _OPTUNA_TABLES:
-        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-        hint = " (it looks like an MLflow tracking store)" if "experiments" in tables else ""
-        raise StorageError(
-            f"storage {redact(url)!r}: {str(path)!r} is another program's SQLite database "
-            f"(tables {shown}){hint}, not an Optuna study storage; give the file `search run` "
-            "used as --storage"
+    what, tables = problem
+    hint = " (it looks like an MLflow tracking store)" if "experiments" in tables else ""
+    raise StorageError(
+        f"storage {redact(url)!r}: {str(path)!r} is {what}{hint}"
+        + (
+            ", not an Optuna study storage; give the file `search run` used as --storage"
+            if tables
+            else ""
         )
+    )
 
 
 def _check_writable(url: str, path: Path, scheme: str) -> None:

@@ -56,8 +56,9 @@ def sync_study(
     if tracker.parent_run_id is None:
         return outcome
     runs = tracker.trial_runs()
-    waiting = {SPOOL_PREFIX + entry.key for entry in spool.entries()}
-    waiting |= {entry.run_id for entry in spool.entries() if entry.run_id}
+    entries = spool.entries()
+    waiting = {SPOOL_PREFIX + entry.key for entry in entries}
+    waiting |= {entry.run_id for entry in entries if entry.run_id}
     for trial in engine.trials():
         if trial.state not in FINISHED:
             continue

@@ -325,15 +325,19 @@ def start_mlflow_server(
     workers: int = 2,
     timeout: float = 180.0,
     port: int | None = None,
+    app_name: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> MlflowServer:
     """Start `mlflow server` on a free 127.0.0.1 port (or ``port``: a server restarted where its
-    clients expect it) and wait until `/health` answers."""
+    clients expect it), with ``--app-name`` and the environment ``env`` when given (default: this
+    one without ``MLFLOW_TRACKING_URI``), and wait until `/health` answers."""
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_file or artifacts_dir.parent / "mlflow-server.log"
     port = port or free_port()
     argv = [
         *mlflow_executable(),
         "server",
+        *(("--app-name", app_name) if app_name else ()),
         "--backend-store-uri",
         backend_store_uri,
         "--serve-artifacts",
@@ -346,8 +350,8 @@ def start_mlflow_server(
         "--workers",
         str(workers),
     ]
-    env = dict(os.environ)
-    env.pop("MLFLOW_TRACKING_URI", None)
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     # The job runner (huey consumers for GenAI scorers) is not used by `search` and costs seven
     # processes on a 2-core machine; the shipped image turns it off the same way.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -365,7 +369,8 @@ def start_mlflow_server(
         wait_for_http(f"{server.url}/health", timeout=timeout, process=process)
     except ServerError as error:
         server.stop()
-        raise ServerError(f"mlflow server did not start: {error}\n{_tail(log_file)}") from None
+        what = f"mlflow server --app-name {app_name}" if app_name else "mlflow server"
+        raise ServerError(f"{what} did not start: {error}\n{_tail(log_file)}") from None
     return server
 
 
@@ -449,25 +454,6 @@ def start_mlflow_auth_server(
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
     config.chmod(0o600)
-    backend_store_uri = f"sqlite:///{root / 'mlflow.db'}"
-    port = free_port()
-    argv = [
-        *mlflow_executable(),
-        "server",
-        "--app-name",
-        "basic-auth",
-        "--backend-store-uri",
-        backend_store_uri,
-        "--serve-artifacts",
-        "--artifacts-destination",
-        str(artifacts_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-    ]
     env = {
         k: v
         for k, v in os.environ.items()
@@ -475,22 +461,12 @@ def start_mlflow_auth_server(
     }
     env["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
     env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = os.urandom(16).hex()  # CSRF, shared by the workers
-    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    with open(log_file, "ab") as log:
-        process = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=root,
-            start_new_session=True,
-        )
-    server = MlflowServer(process, port, backend_store_uri, artifacts_dir, log_file)
-    try:
-        wait_for_http(f"{server.url}/health", timeout=timeout, process=process)
-    except ServerError as error:
-        server.stop()
-        raise ServerError(
-            f"mlflow server --app-name basic-auth did not start: {error}\n{_tail(log_file)}"
-        ) from None
-    return server
+    return start_mlflow_server(
+        f"sqlite:///{root / 'mlflow.db'}",
+        artifacts_dir,
+        log_file=log_file,
+        workers=workers,
+        timeout=timeout,
+        app_name="basic-auth",
+        env=env,
+    )

@@ -251,26 +251,19 @@ def _check_sqlite_store(uri: str, path: Path) -> None:
     """An existing file must be a SQLite database with MLflow's tables (or none yet), never
     another program's database (the Optuna storage given as --tracking-uri), which MLflow would
     otherwise alter by adding its own tables."""
-    from search.storage import SQLITE_HEADER, sqlite_tables
+    from search.storage import foreign_sqlite
 
     if path.is_dir():
         raise TrackingError(f"tracking URI {redact(uri)!r}: {str(path)!r} is a folder, not a file")
-    if not path.is_file():
+    problem = foreign_sqlite(path, _MLFLOW_TABLES)
+    if problem is None:
         return
-    with open(path, "rb") as fh:
-        head = fh.read(len(SQLITE_HEADER))
-    if not head:
-        return
-    if head != SQLITE_HEADER:
-        raise TrackingError(f"tracking URI {redact(uri)!r}: {str(path)!r} is not a SQLite database")
-    tables = sqlite_tables(path)
-    if tables and not tables & _MLFLOW_TABLES:
-        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-        hint = " (it looks like an Optuna study storage)" if "studies" in tables else ""
-        raise TrackingError(
-            f"tracking URI {redact(uri)!r}: {str(path)!r} is another program's SQLite database "
-            f"(tables {shown}){hint}, not an MLflow tracking store"
-        )
+    what, tables = problem
+    hint = " (it looks like an Optuna study storage)" if "studies" in tables else ""
+    raise TrackingError(
+        f"tracking URI {redact(uri)!r}: {str(path)!r} is {what}{hint}"
+        + (", not an MLflow tracking store" if tables else "")
+    )
 
 
 def ui_command(uri: str) -> str:

@@ -11,7 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker"]
+__all__ = ["SPOOL_KEY_TAG", "SPOOL_PREFIX", "Tracker"]
+
+# A trial run created from the tracking spool (search/tracking/spool.py) while the server was
+# down: the trial's ``mlflow_run_id`` is ``spool:<key>`` and the run carries the key in this tag.
+SPOOL_PREFIX = "spool:"
+SPOOL_KEY_TAG = "search.spool_key"
 
 
 class Tracker(ABC):
@@ -98,9 +103,9 @@ class Tracker(ABC):
         """The run id behind a trial's ``mlflow_run_id``: itself, or for a run that was created
         in the tracking spool (``spool:<key>``) the run tagged with that key once synced (None
         until then)."""
-        if not ref.startswith("spool:"):
+        if not ref.startswith(SPOOL_PREFIX):
             return ref
-        return self.find_run("search.spool_key", ref[len("spool:") :])
+        return self.find_run(SPOOL_KEY_TAG, ref[len(SPOOL_PREFIX) :])
 
     @abstractmethod
     def register_keras_model(self, run_id: str, model: Any, example: Any, name: str) -> str:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import SearchError, TrackingError
-from search.tracking.base import Tracker
+from search.tracking.base import SPOOL_KEY_TAG, SPOOL_PREFIX, Tracker
 from search.tracking.redact import redact, redact_value
 
 try:  # POSIX: one process sends an entry at a time
@@ -53,8 +53,6 @@ except ImportError:  # pragma: no cover - Windows: a single writer per spool is 
 
 __all__ = ["Spool", "SpooledTracker", "SyncReport", "SPOOL_PREFIX", "is_transient"]
 
-SPOOL_PREFIX = "spool:"
-SPOOL_KEY_TAG = "search.spool_key"
 TERMINAL_OPS = frozenset(("end_trial", "terminate", "finish_parent"))
 # MLflow error codes that no retry can cure: the operation is recorded as refused and skipped.
 PERMANENT_CODES = frozenset(
