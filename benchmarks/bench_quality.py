@@ -14,9 +14,16 @@ C. A `--space all` study on each split (chronological, blocked): best val MAE ag
    references, and the best model's test MAE evaluated once (`search best --evaluate-test`).
    The studies live in --out and resume where they stopped when the benchmark is re-run (a
    study is topped up to --trials); the two splits run side by side, one core each.
+F. Cross-validated trials against one validation slice: `--space quick --epochs 6 --trials 20`
+   on blocked:14 (seeds 0, 1, 2) and blocked:28 (seed 0), each once with one slice and once with
+   `--folds 3`; for each, the estimate the study prints (skill against naive and linear), the
+   best model's test figures (`search best --evaluate-test`: the fold-mean model for --folds),
+   the selection gap (estimate minus test skill, points), wall time and trials per hour. Two
+   studies run side by side, one core each; studies resume when the benchmark is re-run.
 
     python benchmarks/bench_quality.py [--out benchmarks/results/quality] [--trials 50]
-        [--epochs 6] [--timeout 4200] [--parts ABRC] [--json results.json]
+        [--epochs 6] [--timeout 4200] [--parts ABRCF] [--json results.json]
+        [--fold-cases blocked:14@0,blocked:14@1,blocked:14@2,blocked:28@0]
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -274,6 +282,106 @@ def part_c(out: Path, trials: int, epochs: int | None, timeout: float) -> dict[s
     return results
 
 
+TEST_LINE = re.compile(
+    r"test MAE ([\d.]+) \S+ \(naive ([\d.]+), skill ([-+\d.]+)%; linear ([\d.]+), "
+    r"skill ([-+\d.]+)%\)"
+)
+
+
+def _fold_study(out: Path, split: str, seed: int, folds: int | None, trials: int) -> list[str]:
+    name = f"f-{split.replace(':', '')}-s{seed}-{'k' + str(folds) if folds else 'slice'}"
+    args = ["run", "--space", "quick", "--study", name, "--split", split, "--seed", str(seed)]
+    args += ["--epochs", "6", "--trials", str(trials), "--storage", f"sqlite:///{out}/studies.db"]
+    args += ["--tracking-uri", f"sqlite:///{out}/mlflow.db"]
+    return args + (["--folds", str(folds)] if folds else [])
+
+
+def part_f(out: Path, cases: list[tuple[str, int]], trials: int) -> list[dict]:
+    """One slice against --folds 3, per (split, seed), two studies at a time."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{out}/studies.db"
+    jobs = [(split, seed, folds) for split, seed in cases for folds in (None, 3)]
+    env = cli_env({"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"})
+    walls: dict[tuple, float] = {}
+    running: list[tuple[tuple, subprocess.Popen, float, Any]] = []
+    queue = list(jobs)
+    while queue or running:
+        while queue and len(running) < 2:
+            job = queue.pop(0)
+            args = _fold_study(out, *job, trials)
+            name = args[args.index("--study") + 1]
+            try:
+                left = trials - len(optuna.load_study(study_name=name, storage=storage).trials)
+            except KeyError:
+                left = trials
+            if left <= 0:
+                continue
+            args[args.index("--trials") + 1] = str(left)
+            log = open(out / f"{name}.log", "a")
+            proc = subprocess.Popen(
+                search_command(*args), cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+            running.append((job, proc, time.perf_counter(), log))
+            print(f"F  {name}: running {left} trials (log {log.name})", flush=True)
+        time.sleep(2)
+        for entry in list(running):
+            job, proc, began, log = entry
+            if proc.poll() is not None:
+                log.close()
+                walls[job] = time.perf_counter() - began
+                running.remove(entry)
+    results = []
+    for job in jobs:
+        split, seed, folds = job
+        args = _fold_study(out, split, seed, folds, trials)
+        name = args[args.index("--study") + 1]
+        result = {"split": split, "seed": seed, "folds": folds or 1, "study": name}
+        result.update(_best(storage, name))
+        loaded = optuna.load_study(study_name=name, storage=storage)
+        durations = [
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            for t in loaded.trials
+            if t.datetime_complete and t.datetime_start
+        ]
+        result["trial_seconds"] = round(sum(durations), 1)
+        result["trials_per_hour"] = round(3600 * len(durations) / max(sum(durations), 1e-9), 1)
+        if job in walls:
+            result["wall_s"] = round(walls[job], 1)
+        proc, _ = _run(["best", name, "--storage", storage, "--evaluate-test"], out)
+        match = TEST_LINE.search(proc.stdout)
+        if match:
+            result.update(
+                test_mae=float(match[1]),
+                test_naive_mae=float(match[2]),
+                test_skill_vs_naive=float(match[3]) / 100,
+                test_linear_mae=float(match[4]),
+                test_skill_vs_linear=float(match[5]) / 100,
+            )
+            result["selection_gap"] = 100 * (
+                result["skill_vs_naive"] - result["test_skill_vs_naive"]
+            )
+        results.append(result)
+        protocol = f"--folds {folds}" if folds else "one slice"
+        test = (
+            f"test {result['test_mae']:.3f} ({result['test_skill_vs_naive']:+.1%} vs naive "
+            f"{result['test_naive_mae']:.3f}, {result['test_skill_vs_linear']:+.1%} vs linear "
+            f"{result['test_linear_mae']:.3f}); gap {result['selection_gap']:+.1f} points"
+            if match
+            else f"test evaluation failed: {proc.stdout[-300:]}"
+        )
+        print(
+            f"F  {split} seed {seed} {protocol:<10} estimate {result['skill_vs_naive']:+.1%} vs "
+            f"naive, {result['skill_vs_linear']:+.1%} vs linear (val {result['best_val_mae']:.3f}"
+            f", trial {result['best_trial']}); {test}; {result['trials_per_hour']:.0f} "
+            f"trials/h, wall {result.get('wall_s', float('nan')):.0f} s",
+            flush=True,
+        )
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "quality")
@@ -284,6 +392,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="max epochs per trial (part C)")
     parser.add_argument("--timeout", type=float, default=4200, help="seconds per study (part C)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--fold-cases",
+        default="blocked:14@0,blocked:14@1,blocked:14@2,blocked:28@0",
+        help="part F: SPLIT@SEED pairs, each run with one slice and with --folds 3",
+    )
+    parser.add_argument("--fold-trials", type=int, default=20, help="trials per study (part F)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     figures: dict = {}
@@ -295,6 +409,9 @@ def main() -> None:
         figures["r_residual_epoch1"] = part_r()
     if "C" in args.parts:
         figures["c_all_studies"] = part_c(args.out, args.trials, args.epochs, args.timeout)
+    if "F" in args.parts:
+        cases = [(c.split("@")[0], int(c.split("@")[1])) for c in args.fold_cases.split(",")]
+        figures["f_folds"] = part_f(args.out / "folds", cases, args.fold_trials)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
 

@@ -5,6 +5,7 @@ The data is rebuilt from the study's record through the same code as the study.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from search.engines import Engine
@@ -41,7 +42,7 @@ def trial_run_id(tracker: Any, trial: Any, study: str) -> str:
 def evaluate_best_on_test(engine: Engine, study: str, tracking_uri: str) -> dict[str, Any]:
     """Load the best trial's saved model from the tracking store, evaluate it on the test split,
     log to the study's parent run, and return the figures (with the target's ``unit``)."""
-    from search.data.references import baseline_mae, linear_reference
+    from search.data.references import baseline_mae, linear_mae_on
     from search.data.windows import make_windows
     from search.tracking import open_tracker
 
@@ -61,13 +62,13 @@ def evaluate_best_on_test(engine: Engine, study: str, tracking_uri: str) -> dict
     spec = config.window(prepared.steps_per_hour)
     model = load_trial_model(tracker, run_id)
     model.compile(loss="mae", metrics=["mae"])
-    test = make_windows(
-        prepared, spec, "test", config.batch_size, calendar=config.calendar_features
+    test = make_windows(  # a fold-mean model takes raw windows: model_view
+        prepared.model_view(), spec, "test", config.batch_size, calendar=config.calendar_features
     )
     results = model.evaluate(test, verbose=0, return_dict=True)
     test_mae = float(results["mae"])
     test_baseline = baseline_mae(prepared, spec, "test")
-    test_linear = linear_reference(prepared, spec).mae(prepared, "test")
+    test_linear = linear_mae_on(prepared, spec, "test")
     figures = {
         "test_mae": test_mae,
         "test_baseline_mae": test_baseline,
@@ -75,6 +76,10 @@ def evaluate_best_on_test(engine: Engine, study: str, tracking_uri: str) -> dict
         "test_linear_mae": test_linear,
         "test_linear_skill": 1.0 - test_mae / test_linear,
     }
+    estimate = best.attrs.get("skill")
+    if isinstance(estimate, (int, float)) and math.isfinite(estimate):
+        # how far the estimate the study printed is from what its model does on test (points)
+        figures["selection_gap"] = 100.0 * (float(estimate) - figures["test_skill"])
     tracker.log_metrics(parent, figures)
     tracker.set_tags(parent, {"search.test_evaluated_trial": best.number})
     tracker.log_metrics(run_id, figures)

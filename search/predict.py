@@ -91,9 +91,8 @@ def predict_file(
             f"{prepared.steps_per_hour:g}; resample the file to the study's step"
         )
     spec = config.window(prepared.steps_per_hour)
-    inputs = ((np.asarray(new.values, np.float64) - prepared.mean) / prepared.std).astype(
-        np.float32
-    )
+    view = prepared.model_view()  # what the saved model takes (raw for a fold-mean model)
+    inputs = ((np.asarray(new.values, np.float64) - view.mean) / view.std).astype(np.float32)
     if config.calendar_features:
         inputs = np.concatenate([inputs, calendar_columns(new.times, len(inputs))], axis=1)
     offsets = np.arange(spec.sequence_length, dtype=np.int64) * int(spec.sampling_rate)
@@ -133,7 +132,7 @@ def register_best(engine: Engine, study: str, tracking_uri: str, name: str) -> d
     config = space.resolve(best.params, book=best.is_book)
     _, prepared = load_study_data(record, space)
     spec = config.window(prepared.steps_per_hour)
-    val = make_windows(prepared, spec, "val", 8, calendar=config.calendar_features)
+    val = make_windows(prepared.model_view(), spec, "val", 8, calendar=config.calendar_features)
     example = val[0][0]
     run_id = trial_run_id(tracker, best, study)
     model = load_trial_model(tracker, run_id)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.data.references import LinearCache
+from search.data.splits import FOLDS_MARK
 from search.engines import Engine, SearchOptions, TrialSummary, open_engine
 from search.errors import DataError, SearchError
 from search.record import (
@@ -77,6 +78,7 @@ class StudyRequest:
     epochs: int | None = None
     seed: int | None = None
     split: str | None = None
+    folds: int | None = None  # cross-validated trials over the blocked split's non-test blocks
     time_format: str | None = None
     engine: str | None = None  # optuna or keras-tuner; None: what the study remembers, else optuna
     sampler: str | None = None  # Optuna: tpe, random, gp, cmaes (None: the space's, else tpe)
@@ -156,10 +158,8 @@ def plan_study(request: StudyRequest) -> StudyPlan:
         load_space(request.space)  # one line naming the file and parameter
     if request.data is not None:
         validate_source(request.data)
-    if request.split is not None:
-        from search.data.splits import parse_split
-
-        parse_split(request.split)
+    if request.split is not None or request.folds is not None:
+        _split_identity(request.split, request.folds, required=request.split is not None)
     _check_search_options(request)
     storage = resolve_storage_url(request.storage)
     check_storage(storage)
@@ -216,6 +216,11 @@ def _check_search_options(request: StudyRequest, record: StudyRecord | None = No
                 raise SearchError(
                     f"--{flag} is an Optuna setting; a keras-tuner study takes --tuner"
                 )
+        if FOLDS_MARK in record.split:
+            raise SearchError(
+                "--folds is not for the keras-tuner engine (its oracles score one validation "
+                "slice); use the Optuna engine for cross-validated trials"
+            )
     elif request.tuner is not None:
         raise SearchError("--tuner is a keras-tuner setting; pass --engine keras-tuner with it")
     if record.sampler in ("gp", "cmaes"):
@@ -243,7 +248,7 @@ def _reconcile(request: StudyRequest, name: str, stored: StudyRecord | None) -> 
             features=request.features,
             max_rows=request.max_rows,
             seed=request.seed if request.seed is not None else DEFAULT_SEED,
-            split=_split_identity(request.split or StudyRecord.split),
+            split=_split_identity(request.split or StudyRecord.split, request.folds),
             engine=request.engine or StudyRecord.engine,
             sampler=request.sampler,
             pruner=request.pruner,
@@ -276,13 +281,13 @@ def _reconcile(request: StudyRequest, name: str, stored: StudyRecord | None) -> 
     for key, given, identity in (
         ("space", request.space, space_identity),
         ("data", request.data, data_identity),
-        ("split", request.split, _split_identity),
     ):
         if given is not None and identity(given) != getattr(stored, key):
             raise SearchError(
                 f"study {name!r} was started with --{key} {getattr(stored, key)}; resume it with "
                 f"that --{key}, or pass --fresh (or a new --study name) to start a new study"
             )
+    _check_same_split(request, name, stored.split)
     return replace(
         stored,
         time_column=request.time_column or stored.time_column,
@@ -297,12 +302,38 @@ def _reconcile(request: StudyRequest, name: str, stored: StudyRecord | None) -> 
     )
 
 
-def _split_identity(text: str) -> str:
+def _split_identity(text: str | None, folds: int | None = None, required: bool = True) -> str:
     """How a study remembers its split: the policy's canonical name (``blocked`` is
-    ``blocked:28``)."""
+    ``blocked:28``; with folds, ``blocked:28/folds:K``). ``folds`` without a blocked split, or
+    fewer than 2, is a one-line error."""
     from search.data.splits import parse_split
 
-    return parse_split(text).name
+    if folds is not None and folds < 2:
+        raise SearchError(f"--folds must be at least 2, got {folds}: each fold validates once")
+    if folds is not None and not required and text is None:
+        return f"blocked/folds:{folds}"  # checked against the study's split when it resumes
+    return parse_split(text, folds=folds).name
+
+
+def _check_same_split(request: StudyRequest, name: str, stored: str) -> None:
+    """A resumed study keeps its split and its folds: ``--split`` and ``--folds`` may repeat
+    them, never change them."""
+    from search.data.splits import FOLDS_MARK
+
+    base, _, kept = stored.partition(FOLDS_MARK)
+    folds = int(kept) if kept else None
+    if request.folds is not None and request.folds != folds:
+        had = f"with --folds {folds}" if folds else "without --folds (one validation slice)"
+        raise SearchError(
+            f"study {name!r} was started {had}; resume it "
+            + (f"with --folds {folds} or " if folds else "")
+            + "without --folds, or pass --fresh (or a new --study name) to start a new study"
+        )
+    if request.split is not None and _split_identity(request.split) != base:
+        raise SearchError(
+            f"study {name!r} was started with --split {stored}; resume it with that --split, "
+            "or pass --fresh (or a new --study name) to start a new study"
+        )
 
 
 def run_study(request: StudyRequest) -> StudyOutcome:

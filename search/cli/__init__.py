@@ -181,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
         "season; a resumed study remembers its split",
     )
     run.add_argument(
+        "--folds",
+        type=_int,
+        metavar="K",
+        help="cross-validated trials (K >= 2, a blocked split only): the non-test blocks rotate "
+        "over K folds, each validating once; a trial's value is the mean over folds and its "
+        "model the mean of its K fold models; a resumed study remembers its folds",
+    )
+    run.add_argument(
         "--engine",
         choices=("optuna", "keras-tuner"),
         help="search engine for a new study (default optuna; a resumed study remembers its "
@@ -398,6 +406,7 @@ def _cmd_run(args: argparse.Namespace, verbose: bool) -> int:
         epochs=args.epochs,
         seed=args.seed,
         split=args.split,
+        folds=args.folds,
         time_format=args.time_format,
         fresh=args.fresh,
         engine=args.engine,
@@ -531,6 +540,11 @@ def _cmd_best(args: argparse.Namespace, verbose: bool) -> int:
             f"linear {result['test_linear_mae']:.3f}, skill {result['test_linear_skill']:+.1%}); "
             f"logged to parent run {result['parent_run_id']}"
         )
+        if "selection_gap" in result:
+            print(
+                f"selection gap {result['selection_gap']:+.1f} points: the estimate's skill "
+                f"against naive minus the test skill ({result['test_skill']:+.1%} on test)"
+            )
     if args.register:
         tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)
         check_tracking_uri(tracking_uri)

@@ -83,12 +83,42 @@ def best_text(study: str, best: TrialSummary | None, n_trials: int, unit: str) -
         f"  train seconds  {_number(attrs.get('train_seconds'), '.1f')}",
         f"  parameters     {attrs.get('param_count', '-')}",
         f"  MLflow run     {attrs.get('mlflow_run_id', '-')}",
-        "  hyperparameters:",
     ]
+    lines[1:1] = estimate_lines(best, unit)
+    lines.append("  hyperparameters:")
     width = max((len(k) for k in best.params), default=0)
     for key, value in best.params.items():
         lines.append(f"    {key:<{width}}  {value}")
     return "\n".join(lines)
+
+
+def estimate_lines(best: TrialSummary, unit: str) -> list[str]:
+    """A cross-validated trial's estimate with its spread over folds (standard errors), and a
+    warning when it does not beat the linear reference by more than that; nothing for a trial
+    scored on one validation slice."""
+    attrs = best.attrs
+    folds = attrs.get("folds")
+    if not folds or best.value is None:
+        return []
+
+    def pm(key: str, fmt: str, scale: float = 1.0) -> str:
+        value = attrs.get(key)
+        return "" if value is None else f" ± {float(value) * scale:{fmt}}"
+
+    lines = [
+        f"  estimate       val MAE {best.value:.3f}{pm('val_mae_se', '.3f')} {unit} over {folds} "
+        f"folds; skill {_number(attrs.get('skill'), '+.1%')}{pm('skill_se', '.1f', 100)} vs "
+        f"naive, {_number(attrs.get('linear_skill'), '+.1%')}{pm('linear_skill_se', '.1f', 100)} "
+        "vs linear (standard errors over folds)"
+    ]
+    linear, spread = attrs.get("linear_skill"), attrs.get("linear_skill_se")
+    if linear is not None and spread is not None and float(linear) <= float(spread):
+        lines.append(
+            f"  note: trial {best.number} does not beat the linear reference by more than its "
+            f"standard error ({float(linear):+.1%} ± {100 * float(spread):.1f}): a ridge on the "
+            "same windows does about as well"
+        )
+    return lines
 
 
 def outcome_lines(outcome: StudyOutcome) -> list[str]:

@@ -6,7 +6,7 @@ which rows those are); the target stays in its own units.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -31,7 +31,49 @@ class Prepared:
     target_name: str = ""
     steps_per_hour: float = 6.0
     times: np.ndarray | None = None
+    raw: np.ndarray | None = field(default=None, repr=False)  # the values before normalization
     _with_calendar: np.ndarray | None = field(default=None, repr=False)
+    _folds: list[Prepared] | None = field(default=None, repr=False)
+
+    @property
+    def n_folds(self) -> int:
+        """How many cross-validation folds the split has (0: one validation slice)."""
+        return int(getattr(self.split, "folds", None) or 0)
+
+    def folds(self) -> list[Prepared]:
+        """The series of each cross-validation fold (empty without folds): the same rows with
+        the fold's layout (its validation blocks, every other non-test block to train on, the
+        same test blocks) and inputs normalized with that fold's own training rows."""
+        if self._folds is None:
+            layouts = getattr(self.split, "fold_layouts", lambda layout: [])(self.layout)
+            self._folds = [self._relaid(layout) for layout in layouts]
+        return self._folds
+
+    def _relaid(self, layout: SplitLayout) -> Prepared:
+        values = self.raw if self.raw is not None else self.data * self.std + self.mean
+        data, mean, std = _normalize(values, layout.mask("train"))
+        return replace(
+            self, data=data, mean=mean, std=std, layout=layout, _with_calendar=None, _folds=[]
+        )
+
+    def raw_view(self) -> Prepared:
+        """The same series with its inputs in their own units (mean 0, std 1: no normalization):
+        what a model that normalizes inside itself, such as a fold-mean model, is fed."""
+        values = self.raw if self.raw is not None else self.data * self.std + self.mean
+        width = values.shape[1]
+        return replace(
+            self,
+            data=np.asarray(values, dtype=np.float32),
+            mean=np.zeros(width),
+            std=np.ones(width),
+            _with_calendar=None,
+            _folds=[],
+        )
+
+    def model_view(self) -> Prepared:
+        """What the study's saved models take as input: the raw view for a cross-validated
+        study (its fold-mean model normalizes each fold itself), else this series."""
+        return self.raw_view() if self.n_folds else self
 
     @property
     def num_train(self) -> int:
@@ -98,14 +140,8 @@ def prepare(dataset: Dataset, split: SplitPolicy | None = None) -> Prepared:
     split = split or ChronologicalSplit()
     values = np.asarray(dataset.values)
     layout = split.layout(int(values.shape[0]), float(dataset.steps_per_hour))
-    train = values[layout.mask("train")].astype(np.float64)
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    data = np.empty(values.shape, dtype=np.float32)
-    np.subtract(values, mean, out=data, casting="unsafe")
-    data /= std.astype(np.float32)
-    return Prepared(
+    data, mean, std = _normalize(values, layout.mask("train"))
+    prepared = Prepared(
         data=data,
         target=np.ascontiguousarray(dataset.target, dtype=np.float32),
         mean=mean,
@@ -116,7 +152,23 @@ def prepare(dataset: Dataset, split: SplitPolicy | None = None) -> Prepared:
         target_name=dataset.target_name,
         steps_per_hour=float(dataset.steps_per_hour),
         times=dataset.times,
+        raw=values,
     )
+    prepared.folds()  # too few blocks for the folds: refused here, before anything is stored
+    return prepared
+
+
+def _normalize(values: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(data, mean, std)``: float32 inputs standardized with the mean and std of the rows
+    ``train`` selects."""
+    rows = values[train].astype(np.float64)
+    mean = rows.mean(axis=0)
+    std = rows.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    data = np.empty(values.shape, dtype=np.float32)
+    np.subtract(values, mean, out=data, casting="unsafe")
+    data /= std.astype(np.float32)
+    return data, mean, std
 
 
 def load_prepared(

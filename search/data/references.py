@@ -28,6 +28,7 @@ __all__ = [
     "LinearCache",
     "LinearReference",
     "baseline_mae",
+    "linear_mae_on",
     "linear_reference",
 ]
 
@@ -63,6 +64,22 @@ def baseline_mae(prepared: Prepared, spec: WindowSpec, split: str) -> float:
     for j in range(spec.target_steps):
         total += float(np.abs(target[starts + spec.delay + j * stride] - last).sum())
     return total / (len(starts) * spec.target_steps)
+
+
+def linear_mae_on(prepared: Prepared, spec: WindowSpec, split: str = "test") -> float:
+    """The linear reference's MAE on a split's windows, scored as the study's models are: one
+    ridge fitted on the train windows; for a cross-validated study the mean of its K folds'
+    ridges (each fitted on its fold's train windows, penalty picked on its fold's val), as the
+    fold-mean model averages its K fold models."""
+    folds = prepared.folds()
+    if not folds:
+        return linear_reference(prepared, spec).mae(prepared, split)
+    forecast = np.mean([linear_reference(f, spec).predict(f, split) for f in folds], axis=0)
+    starts = window_starts(prepared, spec, split)
+    stride = spec.target_stride if spec.target_steps > 1 else 0
+    ahead = spec.delay + stride * np.arange(spec.target_steps, dtype=np.int64)
+    actual = prepared.target.astype(np.float64)[starts[:, None] + ahead[None, :]]
+    return float(np.abs(forecast - actual).mean())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,6 +50,8 @@ BLOCK_CYCLE = ("train", "train", "val", "test")
 MIN_MONTH_DAYS = 3.0
 """A part covers a calendar month when it holds at least this many days of rows in it."""
 _SPLIT_FORMS = "expected chronological, blocked or blocked:DAYS"
+FOLDS_MARK = "/folds:"
+"""How a cross-validated study's split name carries its folds (``blocked:14/folds:3``)."""
 _MONTH_NAMES = (
     "January",
     "February",
@@ -216,7 +218,10 @@ class BlockedSplit(SplitPolicy):
     """
 
     def __init__(
-        self, days: float = DEFAULT_BLOCK_DAYS, reference_hours: float | None = None
+        self,
+        days: float = DEFAULT_BLOCK_DAYS,
+        reference_hours: float | None = None,
+        folds: int | None = None,
     ) -> None:
         if isinstance(days, bool) or not isinstance(days, numbers.Real):
             raise DataError(f"block length must be a number of days, got {days!r}")
@@ -231,14 +236,22 @@ class BlockedSplit(SplitPolicy):
             raise DataError(
                 f"reference_hours must be a number of hours > 0, got {reference_hours!r}"
             )
+        if folds is not None and (
+            isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 2
+        ):
+            raise DataError(f"--folds must be a whole number >= 2, got {folds!r}")
         self.days: float = float(days)
         self.reference_hours: float | None = (
             None if reference_hours is None else float(reference_hours)
         )
+        self.folds: int | None = None if folds is None else int(folds)
 
     @property
     def name(self) -> str:
-        return f"blocked:{self.days:g}"
+        """``blocked:DAYS``, or ``blocked:DAYS/folds:K`` for a cross-validated study (a form an
+        install that does not know folds refuses, rather than continuing the study without)."""
+        base = f"blocked:{self.days:g}"
+        return base if self.folds is None else f"{base}{FOLDS_MARK}{self.folds}"
 
     def block_rows(self, steps_per_hour: float) -> int:
         """Rows per block on a grid of ``steps_per_hour`` rows per hour."""
@@ -257,12 +270,37 @@ class BlockedSplit(SplitPolicy):
         return int(round(self.reference_hours * steps_per_hour))
 
     def describe(self, steps_per_hour: float) -> dict[str, Any]:
-        return {
+        settings = {
             "policy": self.name,
             "block_days": self.days,
             "block_rows": self.block_rows(steps_per_hour),
             "reference_hours": self.reference_hours,
         }
+        if self.folds is not None:
+            settings["folds"] = self.folds
+        return settings
+
+    def fold_layouts(self, layout: SplitLayout) -> list[SplitLayout]:
+        """The K cross-validation layouts of a blocked layout: the non-test blocks, in
+        chronological order, are assigned to folds in rotation (block i to fold ``i % K``);
+        fold f validates on its own blocks and trains on every other non-test block; the test
+        blocks stay test in every fold, so no fold ever trains or validates on a test row."""
+        if not self.folds:
+            return []
+        nontest = sorted(layout.ranges["train"] + layout.ranges["val"])
+        if len(nontest) < self.folds:
+            raise DataError(
+                f"--folds {self.folds} needs at least {self.folds} non-test blocks, and the "
+                f"{self.name} split of {layout.n_rows} rows has {len(nontest)}; use fewer folds, "
+                "shorter blocks (blocked:DAYS) or more data"
+            )
+        layouts = []
+        for fold in range(self.folds):
+            val = [block for i, block in enumerate(nontest) if i % self.folds == fold]
+            train = [block for i, block in enumerate(nontest) if i % self.folds != fold]
+            ranges = {"train": train, "val": val, "test": list(layout.ranges["test"])}
+            layouts.append(SplitLayout(ranges=ranges, n_rows=layout.n_rows))
+        return layouts
 
     def layout(self, n_rows: int, steps_per_hour: float) -> SplitLayout:
         block = self.block_rows(steps_per_hour)
@@ -325,16 +363,37 @@ class BlockedSplit(SplitPolicy):
         return np.concatenate(pieces)
 
 
-def parse_split(text: str | None, reference_hours: float | None = None) -> SplitPolicy:
+def parse_split(
+    text: str | None, reference_hours: float | None = None, folds: int | None = None
+) -> SplitPolicy:
     """The policy a ``--split`` value names: ``chronological`` (the default, also for None),
-    ``blocked`` (blocks of 28 days) or ``blocked:DAYS`` (DAYS a number >= 1). ``reference_hours``
-    (the study's longest lookback + horizon + (target_steps - 1) hours) fixes the val/test
-    targets of a blocked split; the chronological split ignores it."""
+    ``blocked`` (blocks of 28 days) or ``blocked:DAYS`` (DAYS a number >= 1), optionally with
+    ``/folds:K`` (how a cross-validated study records its split; ``folds`` gives K too, and
+    must agree). ``reference_hours`` (the study's longest lookback + horizon + (target_steps -
+    1) hours) fixes the val/test targets of a blocked split; the chronological split ignores
+    it."""
     text = (text or DEFAULT_SPLIT).strip()
+    if FOLDS_MARK in text:
+        text, _, count = text.partition(FOLDS_MARK)
+        try:
+            recorded = int(count)
+        except ValueError:
+            raise DataError(
+                f"unknown split {text + FOLDS_MARK + count!r}: K of {FOLDS_MARK}K must be a "
+                f"whole number, got {count!r}; {_SPLIT_FORMS}"
+            ) from None
+        if folds is not None and folds != recorded:
+            raise DataError(f"split {text}{FOLDS_MARK}{recorded} has {recorded} folds, not {folds}")
+        folds = recorded
+    if folds is not None and not text.startswith("blocked"):
+        raise DataError(
+            f"--folds needs a blocked split (--split blocked or blocked:DAYS), not {text!r}: "
+            "folds rotate the blocks that are not test"
+        )
     if text == "chronological":
         return ChronologicalSplit()
     if text == "blocked":
-        return BlockedSplit(DEFAULT_BLOCK_DAYS, reference_hours)
+        return BlockedSplit(DEFAULT_BLOCK_DAYS, reference_hours, folds)
     if text.startswith("blocked:"):
         value = text.partition(":")[2].strip()
         try:
@@ -349,7 +408,7 @@ def parse_split(text: str | None, reference_hours: float | None = None) -> Split
                 f"unknown split {text!r}: DAYS must be at least 1 day, got {value!r}; "
                 f"{_SPLIT_FORMS}"
             )
-        return BlockedSplit(days, reference_hours)
+        return BlockedSplit(days, reference_hours, folds)
     raise DataError(f"unknown split {text!r}; {_SPLIT_FORMS}")
 
 

@@ -20,7 +20,15 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["Restored", "load_checkpoint", "remove_checkpoint", "restore", "save_checkpoint"]
+__all__ = [
+    "Restored",
+    "load_checkpoint",
+    "load_fold_checkpoints",
+    "remove_checkpoint",
+    "restore",
+    "save_checkpoint",
+    "save_fold_checkpoints",
+]
 
 
 @dataclass
@@ -56,10 +64,7 @@ def save_checkpoint(
     best_weights: list[np.ndarray] | None,
 ) -> None:
     """The state after ``epoch`` (0-based) finished, replacing the previous checkpoint."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(folder.name + ".saving")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    staging = _staging(folder)
     _save_arrays(staging / "weights.npz", model.get_weights())
     optimizer = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
     _save_arrays(staging / "optimizer.npz", optimizer)
@@ -72,12 +77,63 @@ def save_checkpoint(
         "best_epoch": best_epoch,
     }
     (staging / "state.json").write_text(json.dumps(state))
+    _swap_in(staging, folder)
+
+
+def _staging(folder: Path) -> Path:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(folder.name + ".saving")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
+def _swap_in(staging: Path, folder: Path) -> None:
+    """Replace ``folder`` by ``staging`` with renames only (the previous one kept as ``.old``
+    until the new one is in place)."""
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)
     staging.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def save_fold_checkpoints(
+    folder: Path,
+    folds: list[tuple[keras.Model, list[dict[str, float]], float, int, Any]],
+    history: list[dict[str, float]],
+    epoch: int,
+) -> None:
+    """A cross-validated trial's state after ``epoch``: every fold's checkpoint (``fold-K``,
+    as :func:`save_checkpoint` writes it) and the mean history, replaced together, so a kill
+    never leaves two folds at different epochs."""
+    staging = _staging(folder)
+    for index, (model, fold_history, best, best_epoch, best_weights) in enumerate(folds):
+        save_checkpoint(
+            staging / f"fold-{index}", model, epoch, fold_history, best, best_epoch, best_weights
+        )
+    state = {"folds": len(folds), "next_epoch": epoch + 1, "history": history}
+    (staging / "folds.json").write_text(json.dumps(state))
+    _swap_in(staging, folder)
+
+
+def load_fold_checkpoints(
+    folder: Path, folds: int
+) -> tuple[list[Restored], list[dict[str, float]]] | None:
+    """Every fold's checkpoint and the mean history from ``folder``, or None when there is no
+    complete one for ``folds`` folds."""
+    for candidate in (folder, folder.with_name(folder.name + ".old")):
+        try:
+            state = json.loads((candidate / "folds.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("folds") != folds:
+            continue
+        restored = [load_checkpoint(candidate / f"fold-{k}") for k in range(folds)]
+        if all(r is not None and r.next_epoch == state["next_epoch"] for r in restored):
+            return [r for r in restored if r is not None], list(state["history"])
+    return None
 
 
 def load_checkpoint(folder: Path) -> Restored | None:

@@ -28,6 +28,17 @@ def learning_curve(
         if any(v is not None for v in values):
             # a missing epoch (None) becomes NaN, drawn as a gap
             axis.plot(epochs, cast("list[float]", values), marker="o", label=label)
+    folds = sorted({k for row in history for k in row if k.startswith("val_mae_fold_")})
+    for key in folds:  # a cross-validated trial: every fold's val MAE (the mean is "val MAE")
+        values = [row.get(key) for row in history]
+        axis.plot(
+            epochs,
+            cast("list[float]", values),
+            linewidth=0.9,
+            alpha=0.6,
+            linestyle="-.",
+            label=f"val MAE, fold {key.rsplit('_', 1)[1]}",
+        )
     if baseline is not None:
         axis.axhline(baseline, color="grey", linestyle="--", label=f"naive {baseline:.3f}")
     if linear is not None:

@@ -36,17 +36,14 @@ from search.training.checkpoints import (
     restore,
     save_checkpoint,
 )
-from search.training.models import build_model, make_optimizer
-from search.training.scaling import compile_loss, fit_scaling, scaled_model
+from search.training.compile import TrialFailed, compiled_model
+from search.training.crossval import train_folds
+from search.training.scaling import fit_scaling
 from search.workers import worker_attrs
 
 if TYPE_CHECKING:
     from search.spaces import Space, TrialConfig
     from search.tracking import Tracker
-
-
-class TrialFailed(Exception):
-    """A trial could not produce a usable model (NaN loss, a builder error...)."""
 
 
 class EpochMonitor(keras.callbacks.Callback):
@@ -231,6 +228,8 @@ class TrialRunner:
                 remove_checkpoint(folder)
 
     def _train(self, handle: TrialHandle, config: TrialConfig, run_id: str) -> float:
+        if self.prepared.n_folds:  # a cross-validated study: K fold models in lockstep
+            return train_folds(self, handle, config, run_id)
         number, unit = handle.number, self.unit
         keras.utils.set_random_seed(self.seed + number)
         prepared, calendar = self.prepared, config.calendar_features
@@ -248,18 +247,7 @@ class TrialRunner:
         val = make_windows(prepared, spec, "val", config.batch_size, calendar=calendar)
         baseline = baseline_mae(prepared, spec, "val")
         linear = self.linear.get(prepared, spec)
-        base = build_model(
-            config.architecture,
-            (spec.sequence_length, prepared.inputs(calendar).shape[1]),
-            target_steps=config.target_steps,
-            **config.model_kwargs,
-        )
-        model = scaled_model(base, scaling)
-        model.compile(
-            optimizer=make_optimizer(config.optimizer, config.learning_rate),
-            loss=compile_loss(config.loss, scaling),
-            metrics=["mae"],
-        )
+        model = compiled_model(prepared, spec, config, scaling)
         initial_epoch, epochs = handle.epochs(config.epochs)
         warm = handle.warm_start()
         if warm is not None:  # a multi-fidelity engine continues an earlier trial's model
@@ -420,15 +408,25 @@ class TrialRunner:
     def _log_forecast(self, run_id: str, model: keras.Model, val: WindowDataset) -> None:
         """forecast.png: the best epoch's val forecast against the actual series and the naive
         forecast over two weeks, and the error distributions."""
-        import matplotlib.pyplot as plt
-
-        from search.training.plots import forecast_figure
-
         predicted = np.asarray(model.predict(val, verbose=0))[:, 0]
         actual = val.targets()[:, 0]
         naive = self.prepared.target[val.last_input_rows()]
         rows = val.start_rows() + val.spec.delay
         times = self.prepared.times[rows] if self.prepared.times is not None else rows
+        self._log_forecast_arrays(run_id, times, actual, predicted, naive)
+
+    def _log_forecast_arrays(
+        self,
+        run_id: str,
+        times: np.ndarray,
+        actual: np.ndarray,
+        predicted: np.ndarray,
+        naive: np.ndarray,
+    ) -> None:
+        import matplotlib.pyplot as plt
+
+        from search.training.plots import forecast_figure
+
         figure = forecast_figure(
             times, actual, predicted, naive, self.unit, self.prepared.steps_per_hour
         )
