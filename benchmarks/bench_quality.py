@@ -292,7 +292,8 @@ def _fold_study(out: Path, split: str, seed: int, folds: int | None, trials: int
     name = f"f-{split.replace(':', '')}-s{seed}-{'k' + str(folds) if folds else 'slice'}"
     args = ["run", "--space", "quick", "--study", name, "--split", split, "--seed", str(seed)]
     args += ["--epochs", "6", "--trials", str(trials), "--storage", f"sqlite:///{out}/studies.db"]
-    args += ["--tracking-uri", f"sqlite:///{out}/mlflow.db"]
+    # one MLflow store per study: two fresh SQLite stores migrated at once by two processes race
+    args += ["--tracking-uri", f"sqlite:///{out}/mlflow-{name}.db"]
     return args + (["--folds", str(folds)] if folds else [])
 
 

@@ -428,6 +428,8 @@ def run_study(request: StudyRequest) -> StudyOutcome:
             engine.stop()
 
     status = "FINISHED"
+    if request.timeout is not None:  # the budget counts from here; a trial stops at an epoch end
+        runner.deadline = time.monotonic() + request.timeout
     try:
         engine.optimize(runner, request.trials, request.timeout, on_trial_end=report_best)
     except KeyboardInterrupt:

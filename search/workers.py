@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,9 @@ def local_state_dir(storage_url: str, study: str, kind: str) -> Path:
 def checkpoint_root(storage_url: str, study: str) -> Path:
     """The local folder of a study's epoch checkpoints (one ``trial-N`` folder per trial)."""
     return local_state_dir(storage_url, study, "checkpoints")
+
+
+def past(deadline: float | None) -> bool:
+    """Whether a ``time.monotonic()`` deadline (a study's ``--timeout`` budget) has passed;
+    never, without one."""
+    return deadline is not None and time.monotonic() >= deadline

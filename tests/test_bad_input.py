@@ -346,6 +346,16 @@ CATALOGUE = [
     case("split-contradicts-study", _existing("--split", "blocked"), ["--split", "chronological"]),
     case("split-unknown", _existing("--split", "weekly"), ["weekly"]),
     case("split-zero-days", _existing("--split", "blocked:0"), ["blocked", "0"]),
+    # --- cross-validated trials (--folds)
+    case("folds-one", _new("--split", "blocked:14", "--folds", "1"), ["--folds", "1"]),
+    case("folds-not-whole", _new("--split", "blocked:14", "--folds", "2.5"), ["--folds", "2.5"]),
+    case("folds-chronological", _new("--folds", "3"), ["--folds", "blocked", "chronological"]),
+    case(
+        "folds-keras-tuner",
+        _new("--split", "blocked:14", "--folds", "3", "--engine", "keras-tuner"),
+        ["--folds", "keras-tuner"],
+    ),
+    case("folds-contradict-study", _existing("--folds", "3"), ["--folds", STUDY, "without"]),
     # --- study names
     case(
         "name-path-separator",
@@ -521,6 +531,11 @@ LOADING = [
         "data-missing-column",
         _new("--data", "{in}/good.csv", "--target", "T (degF)", *BACKEND),
         ["T (degF)", "did you mean 'T (degC)'"],
+    ),
+    case(
+        "folds-more-than-blocks",
+        _new("--split", "blocked:14", "--folds", "5", "--max-rows", "9000", *BACKEND),
+        ["--folds 5", "4", "non-test blocks"],
     ),
 ]
 

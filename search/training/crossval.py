@@ -39,6 +39,7 @@ from search.training.checkpoints import (
 )
 from search.training.compile import TrialFailed, compiled_model
 from search.training.scaling import TargetScaling, fit_scaling
+from search.workers import past
 
 if TYPE_CHECKING:
     from search.spaces import TrialConfig
@@ -218,7 +219,7 @@ def train_folds(
         },
     )
     checkpoint_dir = runner._checkpoint_dir(number)
-    pruned = False
+    pruned = timed_out = False
     started = time.perf_counter()
     for epoch in range(initial_epoch, epochs):
         row = {"epoch": epoch, **_mean_logs(folds, [fold.fit_epoch(epoch) for fold in folds])}
@@ -238,6 +239,8 @@ def train_folds(
         stop = epoch - best_mean_epoch >= config.patience
         if handle.report(epoch, value):
             pruned = stop = True
+        if past(runner.deadline) and epoch + 1 < epochs:
+            timed_out = stop = True  # the study's --timeout budget is spent
         signum = interrupt.requested()
         if checkpoint_dir is not None and (signum is not None or not stop) and epoch + 1 < epochs:
             save_fold_checkpoints(checkpoint_dir, [_state(f) for f in folds], history, epoch)
@@ -280,6 +283,8 @@ def train_folds(
     runner._log_forecast_arrays(
         run_id, times[order], oof["actual"][order], oof["prediction"][order], oof["naive"][order]
     )
+    if timed_out:
+        raise runner.timed_out(handle, run_id, len(history))
     if pruned:
         raise TrialPruned(f"pruned at epoch {len(history)}")
     return best

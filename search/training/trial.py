@@ -39,7 +39,7 @@ from search.training.checkpoints import (
 from search.training.compile import TrialFailed, compiled_model
 from search.training.crossval import train_folds
 from search.training.scaling import fit_scaling
-from search.workers import worker_attrs
+from search.workers import past, worker_attrs
 
 if TYPE_CHECKING:
     from search.spaces import Space, TrialConfig
@@ -60,8 +60,11 @@ class EpochMonitor(keras.callbacks.Callback):
         monitor: str = "val_mae",
         patience: int = 3,
         after_epoch: Callable[[int], None] | None = None,
+        deadline: float | None = None,
     ) -> None:
         super().__init__()
+        self.deadline = deadline  # time.monotonic() when --timeout's budget ends
+        self.timed_out = False
         self.report = report
         self.on_epoch = on_epoch
         self.monitor = monitor
@@ -103,6 +106,9 @@ class EpochMonitor(keras.callbacks.Callback):
         if self.report(epoch, value):
             self.pruned = True
             self.model.stop_training = True
+        if past(self.deadline) and epoch + 1 < int(self.params.get("epochs") or 0):
+            self.timed_out = True  # the study's budget is spent: stop at this epoch's end
+            self.model.stop_training = True
         signum = interrupt.requested()
         if signum is not None:  # this epoch is finished: stop here, its checkpoint saved
             self.interrupted = signum
@@ -133,6 +139,7 @@ class TrialRunner:
     fixed_params: dict[str, Any] = field(default_factory=dict)
     linear: LinearCache = field(default_factory=LinearCache)
     checkpoints: Path | None = None  # the study's local epoch-checkpoint folder (None: no resume)
+    deadline: float | None = None  # time.monotonic() when --timeout's budget ends (None: none)
     last_trial: int | None = None  # the number of the trial run last (for a stop request)
     _done: int = 0
 
@@ -316,7 +323,13 @@ class TrialRunner:
                     monitor.best_weights,
                 )
 
-        monitor = EpochMonitor(handle.report, on_epoch, patience=config.patience, after_epoch=save)
+        monitor = EpochMonitor(
+            handle.report,
+            on_epoch,
+            patience=config.patience,
+            after_epoch=save,
+            deadline=self.deadline,
+        )
         if restored is not None:
             monitor.resume(
                 restored.history, restored.best, restored.best_epoch, restored.best_weights
@@ -371,9 +384,22 @@ class TrialRunner:
         )
         self._log_artifacts(run_id, model, monitor.history, baseline, linear.val_mae)
         self._log_forecast(run_id, model, val)
+        if monitor.timed_out:
+            raise self.timed_out(handle, run_id, len(monitor.history))
         if monitor.pruned:
             raise TrialPruned(f"pruned at epoch {len(monitor.history)}")
         return best
+
+    def timed_out(self, handle: TrialHandle, run_id: str, epochs: int) -> TrialPruned:
+        """A trial cut short by the study's ``--timeout`` at an epoch's end: recorded PRUNED
+        (its best epoch's figures and model logged), tagged ``search.stopped_by=timeout``, and
+        not re-run."""
+        handle.set_attrs({"search.stopped_by": "timeout"})
+        self.tracker.set_tags(run_id, {"search.stopped_by": "timeout"})
+        self.say(
+            f"  trial {handle.number}: the --timeout budget is spent; stopped after epoch {epochs}"
+        )
+        return TrialPruned(f"stopped by --timeout after epoch {epochs}")
 
     def _log_artifacts(
         self,
