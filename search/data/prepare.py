@@ -45,7 +45,8 @@ class Prepared:
         the fold's layout (its validation blocks, every other non-test block to train on, the
         same test blocks) and inputs normalized with that fold's own training rows."""
         if self._folds is None:
-            layouts = getattr(self.split, "fold_layouts", lambda layout: [])(self.layout)
+            fold_layouts = getattr(self.split, "fold_layouts", None)
+            layouts: list[SplitLayout] = fold_layouts(self.layout) if fold_layouts else []
             self._folds = [self._relaid(layout) for layout in layouts]
         return self._folds
 

@@ -319,7 +319,7 @@ def _out_of_fold(folds: list[Fold], prepared: Prepared) -> dict[str, np.ndarray]
     return oof
 
 
-def _log_oof(tracker: Any, run_id: str, oof: dict[str, np.ndarray]) -> None:
+def _log_oof(tracker: Any, run_id: str, oof: dict[str, Any]) -> None:
     import tempfile
     from pathlib import Path
 
