@@ -187,7 +187,8 @@ def _example_rows(found: _Found, windows: int = 3) -> Any:
     text = times.dt.strftime(fmt if fmt and "%" in fmt else "%Y-%m-%d %H:%M:%S")
     frame = pd.DataFrame({spec["time_column"]: text.astype(object)})
     for j, name in enumerate(spec["features"]):
-        frame[name] = np.asarray(found.dataset.values[:needed, j], np.float64).round(6)
+        # as the file wrote them (1008.89, not float32's 1008.890015)
+        frame[name] = np.asarray(found.dataset.values[:needed, j]).astype(str).astype(np.float64)
     return frame
 
 
@@ -235,9 +236,7 @@ def register_best(engine: Engine, study: str, tracking_uri: str, name: str) -> d
     with tempfile.TemporaryDirectory(prefix="search-register-") as folder:
         path = Path(folder) / "model"
         _save(found, path)
-        version = found.tracker.register_model(
-            found.run_id, path, name, _description(found, study)
-        )
+        version = found.tracker.register_model(found.run_id, path, name, _description(found, study))
     return {
         "name": name,
         "version": version,
@@ -258,7 +257,9 @@ def check_export_folder(folder: str | Path) -> Path:
     return path
 
 
-def export_best(engine: Engine, study: str, tracking_uri: str, folder: str | Path) -> dict[str, Any]:
+def export_best(
+    engine: Engine, study: str, tracking_uri: str, folder: str | Path
+) -> dict[str, Any]:
     """Save the best trial's forecaster (the ``pyfunc`` model `register_best` registers) into a
     new or empty ``folder``."""
     path = check_export_folder(folder)

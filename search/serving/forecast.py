@@ -162,7 +162,9 @@ def read_rows(spec: dict[str, Any], frame: Any) -> tuple[np.ndarray, np.ndarray]
             f"column {time_column!r} and the columns {features}"
         )
     check_row_count(spec, len(frame))
-    times = _parse_times(frame[time_column].reset_index(drop=True), time_column, spec["time_format"])
+    times = _parse_times(
+        frame[time_column].reset_index(drop=True), time_column, spec["time_format"]
+    )
     values = np.empty((len(frame), len(features)), dtype=np.float64)
     for j, name in enumerate(features):
         column = pd.to_numeric(frame[name].reset_index(drop=True), errors="coerce")
@@ -189,7 +191,9 @@ def read_rows(spec: dict[str, Any], frame: Any) -> tuple[np.ndarray, np.ndarray]
 
 def _needs(spec: dict[str, Any]) -> str:
     rows = int(_offsets(spec)[-1]) + 1
-    return f"the model needs {rows} consecutive rows ({spec['lookback_hours']:g} h) for one forecast"
+    return (
+        f"the model needs {rows} consecutive rows ({spec['lookback_hours']:g} h) for one forecast"
+    )
 
 
 def _minutes(delta: np.timedelta64) -> str:

@@ -12,9 +12,9 @@ import json
 from typing import Any
 
 import mlflow.models
-import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc.model import PythonModel
 
 try:  # in a saved model: this folder, copied as the top-level package search_serving
     from search_serving import forecast, layers
@@ -22,7 +22,7 @@ except ImportError:  # in the repository, while the model is being saved
     from search.serving import forecast, layers
 
 
-class Forecaster(mlflow.pyfunc.PythonModel):
+class Forecaster(PythonModel):
     """Recent raw rows (the time column and the study's columns) -> one row per complete
     window: the time the forecast is for, the forecast in the target's units, and the time of
     the last row it was made from."""

@@ -298,6 +298,7 @@ def save_pyfunc_model(
     signature and input example come from ``example`` (raw rows) and ``output`` (its
     forecasts)."""
     import shutil
+    import warnings
 
     import mlflow.pyfunc
     from mlflow.models import infer_signature
@@ -312,12 +313,19 @@ def save_pyfunc_model(
             shutil.copy2(module, code / module.name)
         spec_file = Path(folder) / "preprocessing.json"
         spec_file.write_text(json.dumps(dict(spec), indent=1))
-        mlflow.pyfunc.save_model(
-            str(path),
-            python_model=str(serving / "model.py"),
-            artifacts={"keras_model": str(keras_model), "preprocessing": str(spec_file)},
-            code_paths=[str(code)],
-            signature=infer_signature(example, output),
-            input_example=example,
-            pip_requirements=_requirements(),
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mlflow.pyfunc.save_model(
+                str(path),
+                python_model=str(serving / "model.py"),
+                artifacts={"keras_model": str(keras_model), "preprocessing": str(spec_file)},
+                code_paths=[str(code)],
+                signature=infer_signature(example, output),
+                input_example=example,
+                pip_requirements=_requirements(),
+            )
+    for warning in caught:  # all but MLflow's advice to type-hint predict (a signature is given)
+        if "type hints" not in str(warning.message):
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
