@@ -6,6 +6,7 @@ The data is rebuilt from the study's record through the same code as the study.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from search.engines import Engine
@@ -13,15 +14,18 @@ from search.errors import SearchError
 from search.record import StudyRecord, load_study_data, load_study_space
 
 
-def load_trial_model(tracker: Any, run_id: str) -> Any:
-    """A trial's saved ``model.keras`` from the tracking store, loaded in Keras' safe mode (it
-    predicts in the target's units)."""
+def load_keras_file(path: Path) -> Any:
+    """A saved ``model.keras``, loaded in Keras' safe mode (it predicts in the target's units)."""
     import keras
 
-    import search.training.scaling  # noqa: F401  (registers the custom layers for loading)
+    import search.serving.layers  # noqa: F401  (registers the custom layers for loading)
 
-    path = tracker.download(run_id, "model/model.keras")
     return keras.models.load_model(path, compile=False, safe_mode=True)
+
+
+def load_trial_model(tracker: Any, run_id: str) -> Any:
+    """A trial's saved ``model.keras`` from the tracking store, loaded in Keras' safe mode."""
+    return load_keras_file(tracker.download(run_id, "model/model.keras"))
 
 
 def trial_run_id(tracker: Any, trial: Any, study: str) -> str:

@@ -1,8 +1,11 @@
-"""Using the model a study found: forecasts on a new file, and the model in MLflow's registry.
+"""Using the model a study found: forecasts on a new file, and the model for anyone to use.
 
 The study's data is rebuilt from its record (its columns, window geometry and the normalization
-statistics of its own training split) and applied to the new rows; the model is the best
-trial's saved ``model.keras``, which predicts in the target's units.
+statistics of its own training split) into one preprocessing spec (:func:`preprocessing_spec`);
+the model is the best trial's saved ``model.keras``, which predicts in the target's units.
+`search predict` applies the spec to a new file with ``search/serving/forecast.py``; `search
+best --register` / ``--export-model`` save the same spec, functions and Keras model as an MLflow
+``pyfunc`` model that takes raw rows (``search/serving/``).
 """
 
 from __future__ import annotations
@@ -16,10 +19,17 @@ import numpy as np
 
 from search.engines import Engine, TrialSummary
 from search.errors import DataError, SearchError
-from search.evaluate import load_trial_model, trial_run_id
+from search.evaluate import load_keras_file, load_trial_model, trial_run_id
 from search.record import StudyRecord, load_study_data, load_study_space
 
-__all__ = ["Forecasts", "predict_file", "register_best"]
+__all__ = [
+    "Forecasts",
+    "check_export_folder",
+    "export_best",
+    "predict_file",
+    "preprocessing_spec",
+    "register_best",
+]
 
 
 @dataclass
@@ -56,6 +66,68 @@ def _best(engine: Engine, study: str) -> tuple[TrialSummary, StudyRecord]:
     return best, StudyRecord.from_attrs(engine.study_attrs())
 
 
+def preprocessing_spec(
+    record: StudyRecord, config: Any, dataset: Any, prepared: Any
+) -> dict[str, Any]:
+    """What the best model needs done to raw rows, as plain JSON-able values: the one place
+    that says it, for `search predict` and for the saved MLflow model alike.
+
+    Keys: ``time_column`` and ``time_format`` (the study's own), ``features`` (the study's
+    columns, in order), ``target`` and ``unit``, ``mean`` and ``std`` (per feature, applied to the
+    raw values before the model), ``calendar`` (the four calendar inputs appended),
+    ``lookback_hours``, ``sequence_length`` and ``sampling_rate`` (the window, in rows),
+    ``horizon_hours`` and ``horizon_rows``, and ``steps_per_hour`` (the rows' grid).
+    """
+    from search.data.sources import unit_of
+    from search.serving.forecast import SPEC_VERSION
+
+    window = config.window(prepared.steps_per_hour)
+    view = prepared.model_view()  # raw (mean 0, std 1) for a fold-mean model: it normalizes
+    return {
+        "spec_version": SPEC_VERSION,
+        "time_column": str(dataset.report.get("time_column") or record.time_column),
+        "time_format": record.time_format or dataset.report.get("time_format"),
+        "features": [str(name) for name in prepared.feature_names],
+        "target": str(prepared.target_name),
+        "unit": unit_of(prepared.target_name),
+        "mean": [float(v) for v in np.asarray(view.mean, np.float64)],
+        "std": [float(v) for v in np.asarray(view.std, np.float64)],
+        "calendar": bool(config.calendar_features),
+        "lookback_hours": float(config.lookback_hours),
+        "sequence_length": int(window.sequence_length),
+        "sampling_rate": int(window.sampling_rate),
+        "horizon_hours": float(window.horizon_hours),
+        "horizon_rows": int(window.horizon_rows),
+        "steps_per_hour": float(prepared.steps_per_hour),
+    }
+
+
+@dataclass
+class _Found:
+    """The best trial of a study, with everything rebuilt from its record."""
+
+    best: TrialSummary
+    record: StudyRecord
+    tracker: Any
+    run_id: str
+    dataset: Any
+    prepared: Any
+    spec: dict[str, Any]
+
+
+def _found(engine: Engine, study: str, tracking_uri: str) -> _Found:
+    from search.tracking import open_tracker
+
+    best, record = _best(engine, study)
+    tracker = open_tracker(tracking_uri, study)
+    space = load_study_space(record, tracker)
+    config = space.resolve(best.params, book=best.is_book)
+    dataset, prepared = load_study_data(record, space)
+    spec = preprocessing_spec(record, config, dataset, prepared)
+    run_id = trial_run_id(tracker, best, study)
+    return _Found(best, record, tracker, run_id, dataset, prepared, spec)
+
+
 def predict_file(
     engine: Engine,
     study: str,
@@ -64,82 +136,136 @@ def predict_file(
     time_column: str | None = None,
     time_format: str | None = None,
 ) -> Forecasts:
-    """Forecast with the best trial's model on every complete window of a new file."""
-    from search.data.prepare import calendar_columns
-    from search.data.sources import load_dataset, unit_of, validate_source
-    from search.tracking import open_tracker
+    """Forecast with the best trial's model on every complete window of a new file (repaired
+    like the study's own data, then through the same functions as the saved MLflow model)."""
+    from search.data.sources import load_dataset, validate_source
+    from search.serving.forecast import RowsError, check_row_count, forecast
 
     validate_source(data)
-    best, record = _best(engine, study)
-    tracker = open_tracker(tracking_uri, study)
-    space = load_study_space(record, tracker)
-    config = space.resolve(best.params, book=best.is_book)
-    trained, prepared = load_study_data(record, space)
+    found = _found(engine, study, tracking_uri)
+    spec = found.spec
     try:
         new = load_dataset(
             data,
             time_column=time_column,
-            target=trained.target_name,
-            features=list(trained.feature_names),
+            target=spec["target"],
+            features=list(spec["features"]),
             time_format=time_format,
         )
     except DataError as exc:
         raise DataError(f"{data}: not usable with study {study!r}'s model: {exc}") from None
-    if not math.isclose(new.steps_per_hour, prepared.steps_per_hour):
+    if not math.isclose(new.steps_per_hour, spec["steps_per_hour"]):
         raise DataError(
             f"{data} has {new.steps_per_hour:g} rows per hour but study {study!r} was trained on "
-            f"{prepared.steps_per_hour:g}; resample the file to the study's step"
+            f"{spec['steps_per_hour']:g}; resample the file to the study's step"
         )
-    spec = config.window(prepared.steps_per_hour)
-    view = prepared.model_view()  # what the saved model takes (raw for a fold-mean model)
-    inputs = ((np.asarray(new.values, np.float64) - view.mean) / view.std).astype(np.float32)
-    if config.calendar_features:
-        inputs = np.concatenate([inputs, calendar_columns(new.times, len(inputs))], axis=1)
-    offsets = np.arange(spec.sequence_length, dtype=np.int64) * int(spec.sampling_rate)
-    count = len(inputs) - int(offsets[-1])
-    if count < 1:
-        raise DataError(
-            f"{data} has {len(inputs)} rows; the model needs {int(offsets[-1]) + 1} rows "
-            f"({config.lookback_hours:g} h) for one forecast"
-        )
-    model = load_trial_model(tracker, trial_run_id(tracker, best, study))
-    starts = np.arange(count, dtype=np.int64)
-    outputs = []
-    for first in range(0, count, 1024):
-        chunk = starts[first : first + 1024]
-        x = np.take(inputs, chunk[:, None] + offsets[None, :], axis=0)
-        outputs.append(np.asarray(model.predict(x, verbose=0))[:, 0])
-    last = new.times[starts + int(offsets[-1])].astype("datetime64[s]")
-    horizon = np.timedelta64(round(spec.horizon_hours * 3600), "s")
+    try:
+        check_row_count(spec, len(new))
+    except RowsError as exc:
+        raise DataError(f"{data} has {exc}") from None
+    model = load_trial_model(found.tracker, found.run_id)
+    result = forecast(spec, new.times, new.values, lambda x: model.predict(x, verbose=0))
     return Forecasts(
-        target=trained.target_name,
-        unit=unit_of(trained.target_name),
-        times=last + horizon,
-        values=np.concatenate(outputs),
-        trial=best.number,
+        target=spec["target"],
+        unit=spec["unit"],
+        times=result.times,
+        values=result.values,
+        trial=found.best.number,
     )
 
 
-def register_best(engine: Engine, study: str, tracking_uri: str, name: str) -> dict[str, Any]:
-    """Register the best trial's model in MLflow's model registry under ``name`` (Keras
-    flavor, with a signature from real input windows); returns the version and its URI."""
-    from search.data.windows import make_windows
-    from search.tracking import open_tracker
+def _example_rows(found: _Found, windows: int = 3) -> Any:
+    """Real rows of the study's data as a user's CSV holds them (times as text), enough for a
+    few forecasts: the input example and the signature of the saved model."""
+    import pandas as pd
 
-    best, record = _best(engine, study)
-    tracker = open_tracker(tracking_uri, study)
-    space = load_study_space(record, tracker)
-    config = space.resolve(best.params, book=best.is_book)
-    _, prepared = load_study_data(record, space)
-    spec = config.window(prepared.steps_per_hour)
-    val = make_windows(prepared.model_view(), spec, "val", 8, calendar=config.calendar_features)
-    example = val[0][0]
-    run_id = trial_run_id(tracker, best, study)
-    model = load_trial_model(tracker, run_id)
-    version = tracker.register_keras_model(run_id, model, example, name)
+    from search.serving.forecast import check_row_count
+
+    spec = found.spec
+    needed = len(found.dataset) - check_row_count(spec, len(found.dataset)) + windows
+    times = pd.Series(found.dataset.times[:needed])
+    fmt = spec["time_format"]
+    text = times.dt.strftime(fmt if fmt and "%" in fmt else "%Y-%m-%d %H:%M:%S")
+    frame = pd.DataFrame({spec["time_column"]: text.astype(object)})
+    for j, name in enumerate(spec["features"]):
+        # as the file wrote them (1008.89, not float32's 1008.890015)
+        frame[name] = np.asarray(found.dataset.values[:needed, j]).astype(str).astype(np.float64)
+    return frame
+
+
+def _description(found: _Found, study: str) -> str:
+    """Which study and trial the model came from, with its estimate and its test figures."""
+    spec, best = found.spec, found.best
+    unit = spec["unit"]
+    text = (
+        f"Forecasts {spec['target']} {spec['horizon_hours']:g} h ahead from the last "
+        f"{spec['lookback_hours']:g} h of raw rows ({spec['time_column']!r} and "
+        f"{len(spec['features'])} columns). From study {study!r}, trial {best.number}"
+    )
+    if best.value is not None:
+        text += f": val MAE {best.value:.3f} {unit}"
+    metrics = found.tracker.run_metrics(found.run_id)
+    if "test_mae" in metrics:
+        text += f"; test MAE {metrics['test_mae']:.3f} {unit}"
+        if "test_baseline_mae" in metrics:
+            text += f" (naive {metrics['test_baseline_mae']:.3f}"
+            if "test_linear_mae" in metrics:
+                text += f", linear {metrics['test_linear_mae']:.3f}"
+            text += ")"
+    else:
+        text += "; not evaluated on the test split (search best --evaluate-test)"
+    return text + "."
+
+
+def _save(found: _Found, path: Path) -> None:
+    from search.serving.forecast import forecast_frame
+    from search.tracking.mlflow import save_pyfunc_model
+
+    keras_path = found.tracker.download(found.run_id, "model/model.keras")
+    model = load_keras_file(keras_path)
+    example = _example_rows(found)
+    output = forecast_frame(found.spec, example, lambda x: model.predict(x, verbose=0))
+    save_pyfunc_model(path, keras_path, found.spec, example, output)
+
+
+def register_best(engine: Engine, study: str, tracking_uri: str, name: str) -> dict[str, Any]:
+    """Register the best trial's forecaster in MLflow's model registry under ``name`` (a
+    ``pyfunc`` model from raw rows to forecasts); returns the version and its URI."""
+    import tempfile
+
+    found = _found(engine, study, tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="search-register-") as folder:
+        path = Path(folder) / "model"
+        _save(found, path)
+        version = found.tracker.register_model(found.run_id, path, name, _description(found, study))
     return {
         "name": name,
         "version": version,
         "uri": f"models:/{name}/{version}",
-        "trial": best.number,
+        "trial": found.best.number,
     }
+
+
+def check_export_folder(folder: str | Path) -> Path:
+    """The folder to export a model into: new, or empty; a one-line error otherwise."""
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise SearchError(f"--export-model {folder}: it is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise SearchError(
+            f"--export-model {folder}: the folder exists and is not empty; give a new or empty one"
+        )
+    return path
+
+
+def export_best(
+    engine: Engine, study: str, tracking_uri: str, folder: str | Path
+) -> dict[str, Any]:
+    """Save the best trial's forecaster (the ``pyfunc`` model `register_best` registers) into a
+    new or empty ``folder``."""
+    path = check_export_folder(folder)
+    found = _found(engine, study, tracking_uri)
+    if path.is_dir():
+        path.rmdir()  # empty: MLflow saves into a folder it creates
+    _save(found, path)
+    return {"path": str(path.resolve()), "trial": found.best.number}

@@ -116,7 +116,10 @@ class FakeServer(Tracker):
     def trial_runs(self) -> dict[int, list[str]]:
         return {}
 
-    def register_keras_model(self, run_id: str, model: Any, example: Any, name: str) -> str:
+    def register_model(self, run_id: str, folder: Path, name: str, description: str) -> str:
+        raise NotImplementedError
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
         raise NotImplementedError
 
     def download(self, run_id: str, artifact_path: str) -> Path:

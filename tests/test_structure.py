@@ -4,6 +4,7 @@ code), MLflow only in tracking; only the CLI prints; no package named like a lib
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,9 @@ def test_no_import_cycles_among_the_packages_modules() -> None:
     ("library", "allowed"),
     [
         ("optuna", ("search.engines", "search.storage")),
-        ("mlflow", ("search.tracking",)),
+        # The one exception: the pyfunc model file, which travels inside the saved model and is
+        # run by MLflow itself (`mlflow models serve`, mlflow.pyfunc.load_model), not by search.
+        ("mlflow", ("search.tracking", "search.serving.model")),
         ("keras_tuner", ("search.engines",)),
     ],
 )
@@ -124,3 +127,17 @@ def test_only_the_cli_prints() -> None:
 def test_no_package_shadows_a_library_at_the_root() -> None:
     for folder in ("mlflow", "data", "spaces"):
         assert not (REPO / folder / "__init__.py").exists(), folder
+
+
+def test_the_code_that_travels_with_a_served_model_imports_no_search() -> None:
+    """search/serving/ is copied into saved MLflow models, where `search` is not installed: it
+    imports only numpy, pandas, keras, mlflow (the model file) and itself, relatively."""
+    allowed = ("numpy", "pandas", "keras", "mlflow", "search_serving", "search.serving")
+    offenders = []
+    for path in (PACKAGE / "serving").glob("*.py"):
+        for imported, line in _imports(ast.parse(path.read_text()), top_level_only=False):
+            root = imported.split(".")[0]
+            if root in sys.stdlib_module_names or imported.startswith(allowed):
+                continue
+            offenders.append(f"{path.name}:{line} imports {imported}")
+    assert not offenders, offenders

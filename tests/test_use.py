@@ -1,10 +1,20 @@
 """Using what a study found: `search predict` on a file the study never saw, `search best
---register` into a local model registry, and a study on the blocked split that remembers it."""
+--register` into a local model registry (an MLflow pyfunc model from raw rows, served by a real
+`mlflow models serve` and loaded in a process where `search` cannot be imported), and a study on
+the blocked split that remembers it."""
 
 from __future__ import annotations
 
 import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -12,7 +22,8 @@ import optuna
 import pytest
 
 from search.data.sources import JENA_FEATURES, load_dataset
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import cli_env, run_cli
+from tests.servers import free_port, wait_for_http
 
 STUDY = "use"
 
@@ -41,14 +52,16 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _new_file(folder: Path, first: int, rows: int, columns: list[str]) -> Path:
+def _new_file(
+    folder: Path, first: int, rows: int, columns: list[str], time_header: str = "Date Time"
+) -> Path:
     """Rows of the 2020 record the study never saw (it used the first 9,000), as a user CSV."""
     ds = load_dataset("jena-2020")
     index = [ds.feature_names.index(c) for c in columns]
-    path = folder / f"new-{first}-{len(columns)}.csv"
+    path = folder / f"new-{first}-{rows}-{len(columns)}-{time_header.replace(' ', '_')}.csv"
     with open(path, "w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["Date Time", *columns])
+        writer.writerow([time_header, *columns])
         for row in range(first, first + rows):
             stamp = str(ds.times[row].astype("datetime64[s]")).replace("T", " ")
             writer.writerow([stamp, *(f"{ds.values[row, i]:.2f}" for i in index)])
@@ -134,20 +147,205 @@ def test_predict_refuses_a_file_without_the_studys_columns(workdir: Path) -> Non
     assert len(lines) == 1 and "rho (g/m**3)" in lines[0] and "Traceback" not in lines[0]
 
 
-def test_register_the_best_model_and_load_it_by_name(workdir: Path) -> None:
-    result = run_cli("best", STUDY, "--register", "jena-forecaster", cwd=workdir)
+MODEL = "jena-forecaster"
+
+
+@pytest.fixture(scope="module")
+def registered(workdir: Path) -> str:
+    """`search best --register` of the study's best trial: the URI of version 1."""
+    result = run_cli("best", STUDY, "--register", MODEL, cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "models:/jena-forecaster/1" in result.stdout
+    assert f"models:/{MODEL}/1" in result.stdout
+    return f"models:/{MODEL}/1"
+
+
+@pytest.fixture(scope="module")
+def raw_rows(workdir: Path) -> tuple[Path, list[list[str]]]:
+    """A user CSV of raw rows (the study's time column is ``date``) and `search predict`'s
+    forecasts for it, recomputed here from the study by the CLI."""
+    path = _new_file(workdir, 31_000, 800, JENA_FEATURES, time_header="date")
+    out = workdir / "forecasts-raw.csv"
+    result = run_cli("predict", STUDY, "--data", str(path), "--to", str(out), cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return path, list(csv.reader(out.read_text().splitlines()))[1:]
+
+
+def _assert_same_forecasts(answer: list[dict], expected: list[list[str]]) -> None:
+    """The model's answer row for row equals `search predict`'s (which prints 4 decimals)."""
+    assert [row["time"] for row in answer] == [time for time, _ in expected]
+    np.testing.assert_allclose(
+        [row["forecast T (degC)"] for row in answer],
+        [float(value) for _, value in expected],
+        atol=6e-5,
+    )
+    made = np.array([row["made_from"] for row in answer], dtype="datetime64[s]")
+    for_ = np.array([row["time"] for row in answer], dtype="datetime64[s]")
+    assert (for_ - made == np.timedelta64(24, "h")).all()
+
+
+def test_register_the_best_model_and_load_it_by_name(workdir: Path, registered: str) -> None:
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    version = client.get_model_version(MODEL, "1")
+    study = optuna.load_study(
+        study_name=STUDY, storage=f"sqlite:///{workdir / 'search-studies.db'}"
+    )
+    best = study.best_trial
+    assert f"study '{STUDY}', trial {best.number}" in version.description
+    assert f"val MAE {best.value:.3f} degC" in version.description
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     try:
-        import search.training.scaling  # noqa: F401  (the inverse-scaling layer)
-
-        model = mlflow.keras.load_model("models:/jena-forecaster/1")
-        info = mlflow.models.get_model_info("models:/jena-forecaster/1")
+        info = mlflow.models.get_model_info(registered)
+        local = Path(mlflow.artifacts.download_artifacts(registered, dst_path=str(workdir / "m")))
     finally:
         mlflow.set_tracking_uri(None)
-    assert info.signature is not None
-    shape = info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]
-    assert shape[-1] == 14  # window steps x the 14 features
-    x = np.zeros((2, shape[1], 14), dtype=np.float32)
+    assert "python_function" in info.flavors and "keras" not in info.flavors
+    columns = [c["name"] for c in info.signature.inputs.to_dict()]
+    assert columns == ["date", *JENA_FEATURES]  # raw rows: the time column and the 14 features
+    assert [c["name"] for c in info.signature.outputs.to_dict()] == [
+        "time",
+        "forecast T (degC)",
+        "made_from",
+    ]
+    assert (local / "code" / "search_serving" / "forecast.py").is_file()
+    assert not list(local.rglob("*.pkl"))  # models-from-code: nothing pickled
+    # Keras-only users: every trial run keeps model/model.keras, which loads in safe mode once
+    # the custom layers are registered.
+    import keras
+
+    import search.serving.layers  # noqa: F401
+
+    keras_file = client.download_artifacts(
+        best.user_attrs["mlflow_run_id"], "model/model.keras", str(workdir)
+    )
+    model = keras.models.load_model(keras_file, compile=False, safe_mode=True)
+    steps = model.input_shape[1]
+    x = np.zeros((2, steps, model.input_shape[2]), dtype=np.float32)
     assert model.predict(x, verbose=0).shape == (2, 1)
+
+
+def _post(url: str, payload: object) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, json.dumps(payload).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _split(frame: Any) -> dict:
+    """A DataFrame as MLflow's ``dataframe_split`` request body."""
+    return {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
+
+
+@pytest.mark.slow  # about 15 s for the server to load TensorFlow and the model
+def test_mlflow_models_serve_answers_raw_rows_with_search_predicts_numbers(
+    workdir: Path, registered: str, raw_rows: tuple[Path, list[list[str]]]
+) -> None:
+    import pandas as pd
+
+    path, expected = raw_rows
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)  # uvicorn, started by `mlflow models serve`
+    env = cli_env(
+        {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        }
+    )
+    log = open(workdir / "serve.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", registered]
+        + ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/ping", timeout=180, process=server)
+        url = f"http://127.0.0.1:{port}/invocations"
+        frame = pd.read_csv(path, dtype={"date": str})
+        frame.insert(1, "note", "extra columns are ignored")
+        status, answer = _post(url, _split(frame))
+        assert status == 200, answer
+        _assert_same_forecasts(answer["predictions"], expected)
+
+        too_few = _post(url, _split(frame.head(100)))
+        missing = _post(url, _split(frame.drop(columns=["rho (g/m**3)"])))
+        bad_time = frame.copy()
+        bad_time.loc[7, "date"] = "2020-13-45 25:00"
+        unparseable = _post(url, _split(bad_time))
+        for status, answer in (too_few, missing, unparseable):
+            assert status == 400, answer
+            assert "stack_trace" not in answer and "Traceback" not in answer["message"]
+        assert "100 rows; the model needs" in too_few[1]["message"]
+        assert "missing inputs ['rho (g/m**3)']" in missing[1]["message"]
+        assert "'2020-13-45 25:00' at row 8 is not a date-time" in unparseable[1]["message"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+# Run with `python -I` (no PYTHONPATH, no current folder): `search` is still installed (editable)
+# in this environment, so a finder refuses it outright; the model must bring what it needs.
+_FRESH = """
+import importlib.abc, json, sys
+
+class NoSearch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "search" or name.startswith("search."):
+            raise ModuleNotFoundError(f"No module named {name!r} (refused)", name=name)
+        return None
+
+sys.meta_path.insert(0, NoSearch())
+try:
+    import search
+except ModuleNotFoundError:
+    pass
+else:
+    raise SystemExit("search is importable")
+import mlflow, pandas as pd
+
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[2])
+answer = model.predict(pd.read_csv(sys.argv[3], dtype={"date": str}))
+assert not [m for m in sys.modules if m == "search" or m.startswith("search.")]
+print("ANSWER " + answer.to_json(orient="records"))
+"""
+
+
+def test_the_registered_model_works_where_search_is_not_importable(
+    workdir: Path, registered: str, raw_rows: tuple[Path, list[list[str]]]
+) -> None:
+    path, expected = raw_rows
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", _FRESH, f"sqlite:///{workdir / 'mlflow.db'}", registered]
+        + [str(path)],
+        cwd=workdir,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("ANSWER "))
+    _assert_same_forecasts(json.loads(line[len("ANSWER ") :]), expected)
+
+
+def test_export_model_refuses_a_folder_that_is_not_empty(workdir: Path) -> None:
+    folder = workdir / "not-empty"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    result = run_cli("best", STUDY, "--export-model", str(folder), cwd=workdir)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not empty" in lines[0] and "Traceback" not in result.stderr
+    assert result.stdout == "" and [p.name for p in folder.iterdir()] == ["keep.txt"]

@@ -257,8 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument(
         "--register",
         metavar="NAME",
-        help="register the best trial's model in MLflow's model registry as NAME (Keras flavor, "
-        "with a signature); load it with mlflow.keras.load_model('models:/NAME/VERSION')",
+        help="register the best trial's forecaster in MLflow's model registry as NAME: a pyfunc "
+        "model from recent raw rows (the time column and the study's columns) to forecasts; "
+        "load it with mlflow.pyfunc.load_model('models:/NAME/VERSION') or serve it with "
+        "`mlflow models serve -m models:/NAME/VERSION --env-manager local`",
+    )
+    best.add_argument(
+        "--export-model",
+        metavar="DIR",
+        help="save the same pyfunc model into the new (or empty) folder DIR "
+        "(mlflow.pyfunc.load_model(DIR), mlflow models serve -m DIR)",
     )
     _verbose_flag(best)
 
@@ -524,6 +532,10 @@ def _cmd_best(args: argparse.Namespace, verbose: bool) -> int:
     from search.cli.render import best_text
     from search.tracking import check_tracking_uri, resolve_tracking_uri
 
+    if args.export_model:
+        from search.predict import check_export_folder
+
+        check_export_folder(args.export_model)
     engine, record = _existing_study(args)
     unit = _unit(record)
     print(best_text(args.study, engine.best(), len(engine.trials()), unit))
@@ -553,8 +565,22 @@ def _cmd_best(args: argparse.Namespace, verbose: bool) -> int:
 
         registered = register_best(engine, args.study, tracking_uri, args.register)
         print(
-            f"registered trial {registered['trial']}'s model as {registered['uri']} in "
-            f"{redact(tracking_uri)}; load it with mlflow.keras.load_model({registered['uri']!r})"
+            f"registered trial {registered['trial']}'s forecaster as {registered['uri']} in "
+            f"{redact(tracking_uri)}; load it with mlflow.pyfunc.load_model("
+            f"{registered['uri']!r}) or serve it with `mlflow models serve -m "
+            f"{registered['uri']} --env-manager local`"
+        )
+    if args.export_model:
+        tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)
+        check_tracking_uri(tracking_uri)
+        _prepare_runtime(verbose)
+        from search.predict import export_best
+
+        exported = export_best(engine, args.study, tracking_uri, args.export_model)
+        print(
+            f"saved trial {exported['trial']}'s forecaster to {exported['path']}; load it with "
+            f"mlflow.pyfunc.load_model({exported['path']!r}) or serve it with `mlflow models "
+            f"serve -m {exported['path']} --env-manager local`"
         )
     return 0
 

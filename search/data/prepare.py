@@ -13,8 +13,9 @@ import numpy as np
 from search.data.geometry import WindowSpec
 from search.data.sources import Dataset, target_index
 from search.data.splits import ChronologicalSplit, SplitLayout, SplitPolicy
+from search.serving.forecast import CALENDAR_COLUMNS, calendar_columns  # one implementation
 
-__all__ = ["Prepared", "prepare"]
+__all__ = ["CALENDAR_COLUMNS", "Prepared", "calendar_columns", "prepare"]
 
 
 @dataclass
@@ -113,25 +114,6 @@ class Prepared:
         )
         spec.validate()
         return spec
-
-
-CALENDAR_COLUMNS = ("hour_sin", "hour_cos", "day_of_year_sin", "day_of_year_cos")
-
-
-def calendar_columns(times: np.ndarray | None, n_rows: int) -> np.ndarray:
-    """Sine and cosine of the hour of day and of the day of year for each row (float32,
-    ``(n_rows, 4)``, already in [-1, 1]); zeros when the series has no timestamps."""
-    if times is None:
-        return np.zeros((n_rows, len(CALENDAR_COLUMNS)), dtype=np.float32)
-    stamps = np.asarray(times).astype("datetime64[s]")
-    days = stamps.astype("datetime64[D]")
-    hour = (stamps - days).astype(np.int64) / 3600.0
-    years = stamps.astype("datetime64[Y]")
-    day_of_year = (days - years.astype("datetime64[D]")).astype(np.int64) + hour / 24.0
-    hour_angle = 2 * np.pi * hour / 24.0
-    year_angle = 2 * np.pi * day_of_year / 365.25
-    columns = [np.sin(hour_angle), np.cos(hour_angle), np.sin(year_angle), np.cos(year_angle)]
-    return np.stack(columns, axis=1).astype(np.float32)
 
 
 def prepare(dataset: Dataset, split: SplitPolicy | None = None) -> Prepared:

@@ -108,9 +108,13 @@ class Tracker(ABC):
         return self.find_run(SPOOL_KEY_TAG, ref[len(SPOOL_PREFIX) :])
 
     @abstractmethod
-    def register_keras_model(self, run_id: str, model: Any, example: Any, name: str) -> str:
-        """Register a Keras model of a run in the model registry as ``name``; returns the
-        version."""
+    def register_model(self, run_id: str, folder: Path, name: str, description: str) -> str:
+        """Log a saved MLflow model folder with a run and register it in the model registry as
+        ``name``; returns the version."""
+
+    @abstractmethod
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """A run's latest metrics by name."""
 
     @abstractmethod
     def download(self, run_id: str, artifact_path: str) -> Path:

@@ -242,19 +242,17 @@ class MlflowTracker(Tracker):
             if not token:
                 return found
 
-    def register_keras_model(self, run_id: str, model: Any, example: Any, name: str) -> str:
-        """Save ``model`` in MLflow's Keras flavor (signature inferred from ``example`` inputs)
-        under the run's ``registered_model/`` artifacts and register it as a new version of the
-        registered model ``name``; returns the version."""
-        import mlflow.keras
-        from mlflow.exceptions import MlflowException
-        from mlflow.models import infer_signature
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """A run's latest metrics by name."""
+        return dict(self.client.get_run(run_id).data.metrics)
 
-        signature = infer_signature(example, model.predict(example, verbose=0))
-        with tempfile.TemporaryDirectory(prefix="search-register-") as folder:
-            path = Path(folder) / "registered_model"
-            mlflow.keras.save_model(model, str(path), signature=signature)
-            self.client.log_artifacts(run_id, str(path), "registered_model")
+    def register_model(self, run_id: str, folder: Path, name: str, description: str) -> str:
+        """Log a saved MLflow model ``folder`` under the run's ``registered_model/`` artifacts and
+        register it as a new version of the registered model ``name`` (with ``description``);
+        returns the version."""
+        from mlflow.exceptions import MlflowException
+
+        self.client.log_artifacts(run_id, str(folder), "registered_model")
         try:
             self.client.create_registered_model(name)
         except MlflowException as exc:
@@ -263,10 +261,71 @@ class MlflowTracker(Tracker):
             ):
                 raise TrackingError(f"MLflow refused model name {name!r}: {exc.message}") from None
         source = f"{self.client.get_run(run_id).info.artifact_uri}/registered_model"
-        version = self.client.create_model_version(name, source=source, run_id=run_id)
+        version = self.client.create_model_version(
+            name, source=source, run_id=run_id, description=description
+        )
         return str(version.version)
 
     def download(self, run_id: str, artifact_path: str) -> Path:
         """Download one artifact of a run into a fresh temporary folder and return its path."""
         target = Path(tempfile.mkdtemp(prefix="search-artifact-"))
         return Path(self.client.download_artifacts(run_id, artifact_path, str(target)))
+
+
+def _requirements() -> list[str]:
+    """What a served model needs installed: mlflow, keras, numpy, pandas and the Keras backend,
+    pinned to the versions that saved it (so MLflow need not infer them by loading the model)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import keras
+
+    backend = {"jax": ("jax", "jaxlib")}.get(keras.backend.backend(), (keras.backend.backend(),))
+    pins = []
+    for name in ("mlflow", "keras", "numpy", "pandas", *backend):
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def save_pyfunc_model(
+    path: Path, keras_model: Path, spec: Mapping[str, Any], example: Any, output: Any
+) -> None:
+    """Save the forecaster as an MLflow ``pyfunc`` model in the new folder ``path``, from code
+    (``search/serving/model.py``; nothing pickled): the Keras model and the preprocessing spec
+    are its artifacts, ``search/serving`` travels as the package ``search_serving``, and the
+    signature and input example come from ``example`` (raw rows) and ``output`` (its
+    forecasts)."""
+    import shutil
+    import warnings
+
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    import search.serving
+
+    serving = Path(search.serving.__file__).parent
+    with tempfile.TemporaryDirectory(prefix="search-pyfunc-") as folder:
+        code = Path(folder) / "search_serving"
+        code.mkdir()
+        for module in serving.glob("*.py"):
+            shutil.copy2(module, code / module.name)
+        spec_file = Path(folder) / "preprocessing.json"
+        spec_file.write_text(json.dumps(dict(spec), indent=1))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mlflow.pyfunc.save_model(
+                str(path),
+                python_model=str(serving / "model.py"),
+                artifacts={"keras_model": str(keras_model), "preprocessing": str(spec_file)},
+                code_paths=[str(code)],
+                signature=infer_signature(example, output),
+                input_example=example,
+                pip_requirements=_requirements(),
+            )
+    for warning in caught:  # all but MLflow's advice to type-hint predict (a signature is given)
+        if "type hints" not in str(warning.message):
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )

@@ -405,8 +405,11 @@ class SpooledTracker(Tracker):
     def download(self, run_id: str, artifact_path: str) -> Path:
         return self.inner.download(self._must_resolve(run_id), artifact_path)
 
-    def register_keras_model(self, run_id: str, model: Any, example: Any, name: str) -> str:
-        return self.inner.register_keras_model(self._must_resolve(run_id), model, example, name)
+    def register_model(self, run_id: str, folder: Path, name: str, description: str) -> str:
+        return self.inner.register_model(self._must_resolve(run_id), folder, name, description)
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        return self.inner.run_metrics(self._must_resolve(run_id))
 
     def find_run(self, tag: str, value: str) -> str | None:
         return self.inner.find_run(tag, value)

@@ -9,7 +9,8 @@ own units.
   model is exactly the naive forecast.
 
 The model learns in the scaled space (its loss is the space's loss on scaled values), but the
-inverse scaling is the model's last layer (:class:`InverseTargetScaling`, registered and
+inverse scaling is the model's last layer (:class:`InverseTargetScaling`, in
+``search/serving/layers.py`` so that it travels with the served model; registered and
 serializable, so a saved ``model.keras`` loads in Keras' safe mode and predicts in the target's
 units). Every MAE logged, printed, pruned on or compared is therefore in the target's units.
 Statistics come from the training split only.
@@ -27,6 +28,7 @@ from search.data.geometry import WindowSpec
 from search.data.prepare import Prepared
 from search.data.splits import window_starts
 from search.errors import DataError
+from search.serving.layers import InverseTargetScaling  # the layer travels with served models
 
 __all__ = [
     "InverseTargetScaling",
@@ -90,51 +92,6 @@ def fit_scaling(mode: str, prepared: Prepared, spec: WindowSpec) -> TargetScalin
             float(prepared.std[index]),
         )
     raise DataError(f"unknown target_scaling {mode!r}; expected none, standard or residual")
-
-
-@keras.saving.register_keras_serializable(package="search")
-class InverseTargetScaling(keras.layers.Layer):
-    """Maps a model's scaled output back to the target's units: ``[inputs, y_scaled] -> y``."""
-
-    def __init__(
-        self,
-        mode: str = "none",
-        center: float = 0.0,
-        scale: float = 1.0,
-        target_index: int = -1,
-        input_mean: float = 0.0,
-        input_std: float = 1.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.mode = mode
-        self.center = float(center)
-        self.scale = float(scale)
-        self.target_index = int(target_index)
-        self.input_mean = float(input_mean)
-        self.input_std = float(input_std)
-
-    def call(self, inputs: Any) -> Any:
-        x, y = inputs
-        y = y * self.scale
-        if self.mode == "residual":
-            last = x[:, -1, self.target_index] * self.input_std + self.input_mean
-            return y + keras.ops.expand_dims(last, -1)
-        return y + self.center
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape[1]
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "mode": self.mode,
-            "center": self.center,
-            "scale": self.scale,
-            "target_index": self.target_index,
-            "input_mean": self.input_mean,
-            "input_std": self.input_std,
-        }
 
 
 @keras.saving.register_keras_serializable(package="search")
