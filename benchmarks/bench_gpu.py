@@ -57,6 +57,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from datetime import datetime
@@ -69,6 +70,7 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 sys.path.insert(0, str(REPO))
 
+from search.cli.manage import runs_folder  # noqa: E402
 from tests.cli_helpers import cli_env, search_command  # noqa: E402
 
 STUDY = "gpu-resume"
@@ -157,11 +159,20 @@ def cli(
     return {"seconds": seconds, "returncode": proc.returncode, "output": output, "killed": killed}
 
 
+def _tail(output: str, lines: int = 15) -> str:
+    return "\n".join(output.splitlines()[-lines:])
+
+
+def _line(output: str, start: str) -> str:
+    """The first line of ``output`` that starts with ``start`` (else its first line)."""
+    lines = output.strip().splitlines() or [""]
+    return next((line for line in lines if line.startswith(start)), lines[0])
+
+
 def checked(result: dict[str, Any], what: str) -> dict[str, Any]:
     if result["killed"] or result["returncode"] != 0:
         why = "killed at its budget" if result["killed"] else f"exit {result['returncode']}"
-        tail = "\n".join(result["output"].splitlines()[-15:])
-        raise StageFailed(f"{what}: {why}\n{tail}")
+        raise StageFailed(f"{what}: {why}\n{_tail(result['output'])}")
     return result
 
 
@@ -223,7 +234,10 @@ def stage_versions(backend: str) -> dict[str, Any]:
                 text=True,
                 timeout=60,
             ).stdout.strip()
-            info["nvidia_smi"] = dict(zip(query.split(","), [s.strip() for s in line.split(",")]))
+            first = line.splitlines()[0] if line else ""  # one line per GPU: the first is used
+            values = [v.strip() for v in first.split(",")]
+            info["nvidia_smi"] = dict(zip(query.split(","), values, strict=False))
+            info["gpus"] = len(line.splitlines())
             banner = subprocess.run([smi], capture_output=True, text=True, timeout=60).stdout
             found = re.search(r"CUDA Version:\s*([\d.]+)", banner)
             info["cuda_driver_api"] = found.group(1) if found else None
@@ -261,33 +275,41 @@ def stage_versions(backend: str) -> dict[str, Any]:
 
 
 def stage_resume(args: argparse.Namespace, work: Path, out: Path, log: Path) -> dict[str, Any]:
-    """Import the laptop's export, resume the study here on --backend, export it back."""
+    """README path (b) on this node: import the laptop's export with its runs into a local
+    MLflow store, resume the study on --backend, export it back with its runs."""
     folder = work / "node"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    storage = sqlite(folder, "studies.db")
+    storage, tracking = sqlite(folder, "studies.db"), sqlite(folder, "mlflow.db")
     fixture = json.loads(Path(args.fixture).read_text())
     laptop = origins(fixture)
     result: dict[str, Any] = {"fixture": str(args.fixture), "laptop_trials": len(laptop)}
     say(f"1  the laptop's export {args.fixture}: {len(laptop)} finished trials of {STUDY!r}")
 
     imported = checked(
-        cli(["import", str(args.fixture), "--storage", storage], folder, args.budget, log=log),
+        cli(
+            ["import", str(args.fixture), "--storage", storage, "--tracking-uri", tracking],
+            folder,
+            args.budget,
+            log=log,
+        ),
         "search import",
     )
     result["import_s"] = imported["seconds"]
-    say(f"1  search import: {imported['output'].strip().splitlines()[-1]} ({imported['seconds']:.1f} s)")
+    say(f"1  {_line(imported['output'], 'imported')} ({imported['seconds']:.1f} s)")
 
     run_args = [
         "run", "--study", STUDY, "--backend", args.backend,
         "--trials", str(args.resume_trials), "--epochs", str(args.epochs),
         "--jobs", str(args.resume_jobs), "--timeout", f"{0.6 * args.budget:.0f}",
-        "--storage", storage, "--tracking-uri", sqlite(folder, "mlflow.db"),
+        "--storage", storage, "--tracking-uri", tracking,
     ]  # fmt: skip
     ran = cli(run_args, folder, args.budget, args.backend, log=log)
+    if ran["returncode"] != 0:
+        result["run_output_tail"] = _tail(ran["output"])
     result.update(
         {
-            "command": "search " + " ".join(run_args),
+            "command": "search " + " ".join(run_args).replace(str(work), "WORK"),
             "run_s": ran["seconds"],
             "run_exit": ran["returncode"],
             "run_killed": ran["killed"],
@@ -297,61 +319,95 @@ def stage_resume(args: argparse.Namespace, work: Path, out: Path, log: Path) -> 
         f"1  search run --backend {args.backend} --jobs {args.resume_jobs} --trials "
         f"{args.resume_trials}: {ran['seconds']:.1f} s, exit {ran['returncode']}"
         + (" (killed at its budget)" if ran["killed"] else "")
+        + (f"\n{result['run_output_tail']}" if ran["returncode"] != 0 else "")
     )
 
-    node_export = out / "node-export.json"
+    back = work / "back" / "node-export.json"
+    shutil.rmtree(back.parent, ignore_errors=True)
+    back.parent.mkdir(parents=True)
     sent = checked(
         cli(
-            ["export", STUDY, "--to", str(node_export), "--storage", storage],
+            ["export", STUDY, "--to", str(back), "--storage", storage, "--with-runs"],
             folder,
             args.budget,
             log=log,
         ),
         "search export",
     )
-    payload = json.loads(node_export.read_text())
+    # What comes back from the node: at most 8 files, 2 folders down, so the file and its runs
+    # folder travel as one archive (and the file alone, to read).
+    archive = out / "node-export.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(back, arcname=back.name)
+        tar.add(runs_folder(back), arcname=runs_folder(back).name)
+    shutil.copyfile(back, out / "node-export.json")
+    payload = json.loads(back.read_text())
     node = origins(payload)
     new = [o for o in node if o not in set(laptop)]
     states: dict[str, int] = {}
     for trial in payload["trials"]:
         states[trial["state"]] = states.get(trial["state"], 0) + 1
-    devices = _run_devices(folder / "mlflow.db")
+    new_runs = [
+        str(t["user_attrs"].get("mlflow_run_id")) for t in payload["trials"] if t["origin"] in new
+    ]
+    devices = _run_devices(folder / "mlflow.db", new_runs)
+    runs = _runs_check(payload, folder / "mlflow.db")
     result.update(
         {
             "export_s": sent["seconds"],
-            "node_export": str(node_export),
+            "node_export": str(archive),
+            "node_export_bytes": archive.stat().st_size,
             "node_trials": len(node),
             "node_new_trials": len(new),
             "node_states": states,
             "laptop_trials_kept": all(o in set(node) for o in laptop),
             "duplicates": len(node) - len(set(node)),
             "trial_devices": devices,
+            "runs": runs,
         }
     )
     say(
-        f"1  search export: {len(node)} trials ({len(laptop)} from the laptop, {len(new)} run "
-        f"here; {states}); every laptop trial kept: {result['laptop_trials_kept']}; trials ran "
-        f"on {devices}"
+        f"1  search export --with-runs: {len(node)} trials ({len(laptop)} from the laptop, "
+        f"{len(new)} run here; {states}) in {sent['seconds']:.1f} s, {archive.name} "
+        f"{archive.stat().st_size / 1024:.0f} KiB; every laptop trial kept: "
+        f"{result['laptop_trials_kept']}; each trial has its run here: "
+        f"{not runs['missing'] and not runs['shared']}; the node's trials ran on {devices}"
     )
     return result
 
 
-def _run_devices(mlflow_db: Path) -> dict[str, int]:
-    """``search.backend/search.device`` of the node's trial runs, counted (from its MLflow store,
-    read with the standard library: nothing here imports MLflow or touches the GPU)."""
+def _runs_check(payload: dict[str, Any], mlflow_db: Path) -> dict[str, Any]:
+    """Whether every trial of ``payload`` has its own run in the MLflow store ``mlflow_db``
+    (read with the standard library's sqlite3)."""
+    import sqlite3
+
+    ids = [str(t["user_attrs"].get("mlflow_run_id") or "") for t in payload["trials"]]
+    with sqlite3.connect(mlflow_db) as db:
+        stored = {row[0] for row in db.execute("SELECT run_uuid FROM runs")}
+    return {
+        "trials": len(ids),
+        "missing": [i for i in ids if i not in stored],
+        "shared": sorted({i for i in ids if ids.count(i) > 1}),
+    }
+
+
+def _run_devices(mlflow_db: Path, run_ids: list[str] | None = None) -> dict[str, int]:
+    """``search.backend/search.device`` of the trial runs in an MLflow store (only ``run_ids``,
+    if given), counted; read with the standard library: nothing here touches the GPU."""
     import sqlite3
 
     if not mlflow_db.exists():
         return {}
     with sqlite3.connect(mlflow_db) as db:
         rows = db.execute(
-            "SELECT b.value, d.value FROM tags b JOIN tags d ON b.run_uuid = d.run_uuid "
-            "WHERE b.key = 'search.backend' AND d.key = 'search.device'"
+            "SELECT b.run_uuid, b.value, d.value FROM tags b JOIN tags d "
+            "ON b.run_uuid = d.run_uuid WHERE b.key = 'search.backend' AND d.key = 'search.device'"
         ).fetchall()
     counted: dict[str, int] = {}
-    for backend, device in rows:
-        key = f"{backend}/{device}"
-        counted[key] = counted.get(key, 0) + 1
+    for run_id, backend, device in rows:
+        if run_ids is None or run_id in run_ids:
+            key = f"{backend}/{device}"
+            counted[key] = counted.get(key, 0) + 1
     return counted
 
 
@@ -413,6 +469,8 @@ def stage_jobs(args: argparse.Namespace, work: Path, log: Path) -> dict[str, Any
             "killed": ran["killed"],
             "mps": mps,
         }
+        if ran["returncode"] != 0:
+            entry["run_output_tail"] = _tail(ran["output"])
         try:
             entry.update(_figures(exported(storage, JOBS_STUDY, folder), ran["seconds"]))
             entry["trial_devices"] = _run_devices(folder / "mlflow.db")
@@ -421,6 +479,7 @@ def stage_jobs(args: argparse.Namespace, work: Path, log: Path) -> dict[str, Any
         results[f"jobs{jobs}"] = entry
         if "error" in entry:
             say(f"2  --jobs {jobs}: no figures ({entry['error'].splitlines()[0]})")
+            say(entry.get("run_output_tail", ""))
             continue
         say(
             f"2  --jobs {jobs}{label}: {entry['trials_finished']} trials in {ran['seconds']:.1f} s"
@@ -434,7 +493,12 @@ def stage_jobs(args: argparse.Namespace, work: Path, log: Path) -> dict[str, Any
     for jobs in args.jobs_list[1:]:
         entry = results.get(f"jobs{jobs}", {})
         ratios = {}
-        for key in ("trials_per_hour_wall", "trials_per_hour_span", "samples_per_s_span"):
+        for key in (
+            "trials_per_hour_wall",
+            "trials_per_hour_span",
+            "samples_per_s_span",
+            "fit_samples_per_s_per_process",  # 1.0x: each process trains as fast as one alone
+        ):
             if base.get(key) and entry.get(key):
                 ratios[key] = entry[key] / base[key]
         results[f"jobs{jobs}_vs_jobs{args.jobs_list[0]}"] = ratios
@@ -490,8 +554,12 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
 
 
+def _laptop(args: argparse.Namespace) -> Path:
+    return RESULTS / "laptop" if args.work is None else Path(args.work).resolve() / "laptop"
+
+
 def prepare(args: argparse.Namespace) -> int:
-    folder = RESULTS / "laptop" if args.work is None else Path(args.work).resolve() / "laptop"
+    folder = _laptop(args)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     run_args = [
@@ -505,56 +573,73 @@ def prepare(args: argparse.Namespace) -> int:
     say(f"prepare: {args.trials} trials of --space lstm in {ran['seconds']:.1f} s")
     fixture = Path(args.fixture)
     fixture.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(runs_folder(fixture), ignore_errors=True)
     sent = checked(
         cli(
-            ["export", STUDY, "--to", str(fixture), "--storage", sqlite(folder, "studies.db")],
+            ["export", STUDY, "--to", str(fixture), "--with-runs"]
+            + ["--storage", sqlite(folder, "studies.db")],
             folder,
             300,
         ),
         "search export",
     )
-    say(f"prepare: {sent['output'].strip().splitlines()[0]} ({sent['seconds']:.1f} s)")
+    say(f"prepare: {_line(sent['output'], 'exported')} ({sent['seconds']:.1f} s)")
+    say(f"prepare: {_line(sent['output'], 'MLflow')}")
     return 0
 
 
 def merge(args: argparse.Namespace) -> int:
-    folder = RESULTS / "laptop" if args.work is None else Path(args.work).resolve() / "laptop"
-    storage = sqlite(folder, "studies.db")
+    """Import the node's export (with its runs) into the laptop's storage and MLflow store, and
+    check the round trip."""
+    folder = _laptop(args)
+    storage, tracking = sqlite(folder, "studies.db"), sqlite(folder, "mlflow.db")
     results: dict[str, Any] = {"mode": "merge", "node_export": str(args.merge)}
     if not (folder / "studies.db").exists():
         folder.mkdir(parents=True, exist_ok=True)
-        checked(cli(["import", str(args.fixture), "--storage", storage], folder, 300), "import")
+        rebuilt = ["import", str(args.fixture), "--storage", storage, "--tracking-uri", tracking]
+        checked(cli(rebuilt, folder, 300), "search import (the fixture)")
         results["laptop_rebuilt_from"] = str(args.fixture)
-        say(f"merge: no laptop storage here; rebuilt it from {args.fixture}")
+        say(f"merge: no laptop storage here; rebuilt it from {args.fixture} (with its runs)")
+    unpacked = Path(tempfile.mkdtemp(prefix="bench_gpu-merge-"))
+    back = Path(args.merge)
+    if back.name.endswith(".tar.gz"):
+        with tarfile.open(back) as tar:
+            tar.extractall(unpacked, filter="data")
+        back = unpacked / "node-export.json"
     before = origins(exported(storage, STUDY, folder))
-    node = origins(json.loads(Path(args.merge).read_text()))
-    first = checked(cli(["import", str(args.merge), "--storage", storage], folder, 300), "import")
-    after = origins(exported(storage, STUDY, folder))
-    again = checked(cli(["import", str(args.merge), "--storage", storage], folder, 300), "import")
+    node = origins(json.loads(back.read_text()))
+    command = ["import", str(back), "--storage", storage, "--tracking-uri", tracking]
+    first = checked(cli(command, folder, 300), "search import")
+    payload = exported(storage, STUDY, folder)
+    after = origins(payload)
+    again = checked(cli(command, folder, 300), "search import (again)")
     final = origins(exported(storage, STUDY, folder))
+    runs = _runs_check(payload, folder / "mlflow.db")
     new = [o for o in node if o not in set(before)]
     checks = {
         "no_trial_lost": set(node) <= set(after) and set(before) <= set(after),
         "none_duplicated": len(after) == len(set(after)),
         "added_exactly_the_new": len(after) == len(before) + len(new),
+        "each_trial_its_own_run": not runs["missing"] and not runs["shared"],
         "second_import_adds_nothing": final == after,
     }
     results.update(
         {
             "laptop_before": len(before),
-            "node_export": len(node),
+            "node_export_trials": len(node),
             "node_new": len(new),
             "laptop_after": len(after),
+            "runs": runs,
             "import_output": first["output"].strip(),
             "import_again_output": again["output"].strip(),
             "import_s": first["seconds"],
             "checks": checks,
         }
     )
-    say(f"merge: {first['output'].strip().splitlines()[0]} ({first['seconds']:.1f} s)")
+    say(f"merge: {_line(first['output'], 'imported')} ({first['seconds']:.1f} s)")
     say(
         f"merge: laptop {len(before)} trials before, node export {len(node)} ({len(new)} new), "
-        f"laptop {len(after)} after; again: {again['output'].strip().splitlines()[0]}"
+        f"laptop {len(after)} after; again: {_line(again['output'], 'imported')}"
     )
     say("merge: " + ", ".join(f"{k} {v}" for k, v in checks.items()))
     if args.node_json:
@@ -562,6 +647,7 @@ def merge(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve() if args.out else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     (out / "merge.json").write_text(json.dumps(results, indent=2, default=str))
+    shutil.rmtree(unpacked, ignore_errors=True)
     return 0 if all(checks.values()) else 1
 
 

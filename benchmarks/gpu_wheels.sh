@@ -8,7 +8,8 @@
 # (/work/.library/device/KINDS.md), cut to what `search import/run/export` imports on the path the
 # benchmark takes (SQLite storage, a local SQLite MLflow store, the optuna engine, --backend jax):
 #   - mlflow-skinny instead of mlflow: the same Python package without the tracking UI (12 MB);
-#     MLflow's SQLite store needs SQLAlchemy and Alembic, which Optuna needs anyway;
+#     MLflow's SQLite store needs SQLAlchemy and Alembic (which Optuna needs anyway) and
+#     cryptography (its model registry tables import Fernet), which needs cffi and pycparser;
 #   - left out: optuna-dashboard, keras-tuner, psycopg/psycopg2 (PostgreSQL), cmaes
 #     (--sampler cmaes), gunicorn/flask (the server): imported only by commands the node does not
 #     run. Checked by installing exactly this list with `pip install --no-deps --target` into a
@@ -30,6 +31,7 @@ WHEELS=(
   opentelemetry-api==1.45.2 opentelemetry-proto==1.45.2 opentelemetry-sdk==1.45.2
   opentelemetry-semantic-conventions==0.66b2 python-dotenv==1.2.4 sqlparse==0.6.1
   pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+  cryptography==50.0.2 cffi==2.1.1 pycparser==3.12
 )
 grep -qxF '/.whl/' .gitignore || echo '/.whl/' >> .gitignore
 mkdir -p .whl

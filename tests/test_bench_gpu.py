@@ -41,7 +41,7 @@ def test_node_mode_round_trip_on_cpu(tmp_path: Path) -> None:
     _bench(
         "--node", "--backend", "jax", "--out", str(out), "--work", str(tmp_path / "node"),
         "--resume-trials", "1", "--resume-jobs", "1", "--jobs-list", "1",
-        "--jobs-trials", "1", "--epochs", "1", "--rows", "6000", "--budget", "400",
+        "--jobs-trials", "1", "--epochs", "1", "--rows", "12500", "--budget", "400",
         cwd=tmp_path,
     )  # fmt: skip
     results = json.loads((out / "bench_gpu.json").read_text())
@@ -60,6 +60,7 @@ def test_node_mode_round_trip_on_cpu(tmp_path: Path) -> None:
     assert resume["node_trials"] == laptop_trials + 1
     assert resume["laptop_trials_kept"] and resume["duplicates"] == 0
     assert resume["trial_devices"] == {"jax/cpu": 1}  # the node's one trial, on this backend
+    assert resume["runs"] == {"trials": laptop_trials + 1, "missing": [], "shared": []}
 
     jobs = results["jobs"]["jobs1"]
     assert jobs["exit"] == 0 and jobs["trials_finished"] == 1, jobs
@@ -67,9 +68,11 @@ def test_node_mode_round_trip_on_cpu(tmp_path: Path) -> None:
         assert jobs[key] > 0, key
     assert jobs["train_samples"] > 0 and jobs["fit_samples_per_s_per_process"] > 0
 
-    node_export = out / "node-export.json"
+    # What comes back from a device call: at most 8 files, no deep folders.
+    back = {"bench_gpu.json", "bench_gpu.log", "node-export.json", "node-export.tar.gz"}
+    assert {p.name for p in out.iterdir()} == back
     merged = _bench(
-        "--merge", str(node_export), "--node-json", str(out / "bench_gpu.json"),
+        "--merge", str(out / "node-export.tar.gz"), "--node-json", str(out / "bench_gpu.json"),
         "--fixture", str(FIXTURE), "--work", str(tmp_path / "laptop"), "--out", str(tmp_path),
         cwd=tmp_path,
     )  # fmt: skip
@@ -78,5 +81,6 @@ def test_node_mode_round_trip_on_cpu(tmp_path: Path) -> None:
     assert report["laptop_before"] == laptop_trials
     assert report["node_new"] == 1
     assert report["laptop_after"] == laptop_trials + 1
+    assert report["runs"] == {"trials": laptop_trials + 1, "missing": [], "shared": []}
     assert all(report["checks"].values()), report["checks"]
     assert report["node"]["resume"]["node_trials"] == laptop_trials + 1
