@@ -10,7 +10,8 @@ Three steps, two machines. Every figure is printed as it is measured and written
 
 2. THERE, on the GPU node, in one device call of at most 10 minutes (the node has JAX but no
    TensorFlow, Keras, Optuna or MLflow: `bash benchmarks/gpu_wheels.sh` here first downloads
-   them into the ignored folder .whl/, which the call carries):
+   them into the ignored folder .whl/, which the call carries: the device tool's `run` with
+   carry [".whl"] and timeout_s 600; the script itself ends in about 8.5 minutes at worst):
 
        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
            --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit;
