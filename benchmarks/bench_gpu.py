@@ -61,6 +61,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import traceback
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -529,7 +530,11 @@ def node(args: argparse.Namespace) -> int:
         (out / "bench_gpu.json").write_text(json.dumps(results, indent=2, default=str))
 
     failed = False
-    results["versions"] = stage_versions(args.backend)
+    try:
+        results["versions"] = stage_versions(args.backend)
+    except Exception:
+        results["versions"] = {"error": traceback.format_exc()}
+        say(f"versions: FAILED: {results['versions']['error']}")
     write()
     for key, stage in (
         ("resume", lambda: stage_resume(args, work, out, log)),
@@ -540,10 +545,11 @@ def node(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         try:
             results[key] = stage()
-        except StageFailed as exc:
+        except Exception as exc:  # a device call is scarce: the next stage still runs
             failed = True
-            results[key] = {"error": str(exc)}
-            say(f"{key}: FAILED: {exc}")
+            detail = str(exc) if isinstance(exc, StageFailed) else traceback.format_exc()
+            results[key] = {"error": detail}
+            say(f"{key}: FAILED: {detail}")
         results[key]["stage_s"] = time.perf_counter() - t0
         write()
     write()
