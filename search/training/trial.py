@@ -380,6 +380,7 @@ class TrialRunner:
                 "epochs_run": len(monitor.history),
                 "train_seconds": round(train_seconds, 3),
                 "param_count": param_count,
+                "train_windows": train.num_windows,  # samples per epoch (benchmarks' samples/s)
             }
         )
         self._log_artifacts(run_id, model, monitor.history, baseline, linear.val_mae)
