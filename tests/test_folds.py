@@ -22,10 +22,12 @@ import optuna
 import pytest
 
 from search.data.prepare import load_prepared
+from search.data.sources import JENA_FEATURES
 from search.data.splits import parse_split, window_starts
 from search.storage import open_storage, resolve_storage_url
 from search.workers import checkpoint_root
 from tests.cli_helpers import cli_env, run_cli, search_command
+from tests.test_use import _new_file
 
 ROWS = 9000
 BLOCK = 14 * 24 * 6  # rows of a 14-day block on the 10-minute grid
@@ -260,27 +262,45 @@ def test_a_cross_validated_study_records_prints_and_evaluates_an_honest_estimate
     assert parent["selection_gap"] == pytest.approx(gap, abs=1e-9)
     assert f"selection gap {gap:+.1f} points" in best.stdout
     # the fold-mean model's test MAE, recomputed from raw test windows built here
-    _check_test_mae(tmp_path, winner, parent["test_mae"], parent["test_baseline_mae"])
+    model = _check_test_mae(tmp_path, winner, parent["test_mae"], parent["test_baseline_mae"])
+    # search predict feeds it raw rows (no normalization outside the model)
+    path = _new_file(tmp_path, 30_000, 1_200, JENA_FEATURES)
+    out = tmp_path / "forecasts.csv"
+    predicted = run_cli(
+        "predict",
+        "cv",
+        "--storage",
+        f"sqlite:///{tmp_path / 'studies.db'}",
+        "--data",
+        str(path),
+        "--to",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+    values = np.array([float(row.split(",")[1]) for row in out.read_text().splitlines()[1:]])
+    raw = np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(1, 15), dtype=np.float32)
+    config = _config(winner)
+    offsets = np.arange(config.lookback_hours * 6 // config.sampling_rate) * config.sampling_rate
+    windows = np.arange(len(values))[:, None] + offsets[None, :].astype(int)
+    np.testing.assert_allclose(values, model.predict(raw[windows], verbose=0)[:, 0], atol=2e-3)
 
     refused = run_cli(*_args(tmp_path, "cv", "--folds", "2", "--trials", "1"), cwd=tmp_path)
     assert refused.returncode == 2 and "was started with --folds 3" in refused.stderr
     assert len(_study(tmp_path, "cv").trials) == 2  # nothing stored
 
 
-def _check_test_mae(workdir: Path, trial, logged: float, naive: float) -> None:  # noqa: ANN001
+def _check_test_mae(workdir: Path, trial, logged: float, naive: float):  # noqa: ANN001, ANN201
     import keras
 
     import search.training.scaling  # noqa: F401  (the custom layers)
-    from search.spaces import load_space
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     path = client.download_artifacts(
         trial.user_attrs["mlflow_run_id"], "model/model.keras", str(workdir)
     )
     model = keras.models.load_model(path, compile=False, safe_mode=True)
-    config = load_space("quick").resolve(
-        trial.params, book=bool(trial.user_attrs.get("book_config"))
-    )
+    config = _config(trial)
     prepared = _prepared()
     spec = config.window(prepared.steps_per_hour)
     starts = window_starts(prepared, spec, "test")
@@ -291,6 +311,13 @@ def _check_test_mae(workdir: Path, trial, logged: float, naive: float) -> None: 
     assert np.abs(predicted - actual).mean() == pytest.approx(logged, rel=1e-4)
     last = prepared.target[starts + offsets[-1]]
     assert np.abs(last - actual).mean() == pytest.approx(naive, rel=1e-6)
+    return model
+
+
+def _config(trial):  # noqa: ANN001, ANN202
+    from search.spaces import load_space
+
+    return load_space("quick").resolve(trial.params, book=bool(trial.user_attrs.get("book_config")))
 
 
 @pytest.mark.slow
