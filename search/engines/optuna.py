@@ -268,6 +268,13 @@ class OptunaEngine(Engine):
         )
         return False
 
+    def name_objective(self, name: str) -> None:
+        # optuna-dashboard shows this instead of "Objective 0"
+        if self.study.metric_names != [name]:
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2, still there in 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names([name])
+
     def exists(self, study: str) -> bool:
         try:
             self.storage.get_study_id_from_name(study)
