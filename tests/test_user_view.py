@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import pytest
 from search.tracking.mlflow import MlflowTracker
 
 
@@ -27,3 +28,52 @@ def test_a_trial_run_ends_with_the_status_of_its_state(tmp_path: Path) -> None:
         tracker.end_trial_run(run_id, state)
         run = client.get_run(run_id)
         assert (run.info.status, run.data.tags["search.state"]) == want, state
+
+
+def _pruned_study() -> list:
+    """Two Optuna trials as a study leaves them: trial 0 the book configuration (its fixed
+    settings in its attributes, not its parameters), trial 1 pruned after its third epoch, whose
+    best epoch (the second) beat its last."""
+    import optuna
+
+    from search.engines.optuna import summary
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    book = study.ask()
+    book.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
+    book.set_user_attr("target_scaling", "none")
+    book.set_user_attr("calendar_features", False)
+    study.tell(book, 3.5)
+    pruned = study.ask()
+    pruned.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
+    pruned.suggest_categorical("target_scaling", ["none", "standard"])
+    for epoch, value in enumerate([4.5, 4.140, 4.304]):
+        pruned.report(value, epoch)
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    return [summary(t) for t in study.trials]
+
+
+def test_trials_shows_a_pruned_trials_best_value_and_every_parameter() -> None:
+    from search.cli.render import trials_table
+
+    trials = _pruned_study()
+    assert trials[1].value == pytest.approx(4.304)  # what Optuna keeps: the last epoch's
+    lines = trials_table("s", trials, "degC").splitlines()
+    assert lines[0].split()[:4] == ["trial", "state", "val", "MAE"]
+    book, pruned = lines[1], lines[2]
+    assert pruned.split()[:3] == ["1", "PRUNED", "4.140"], pruned
+    assert "target_scaling=none" in book and "calendar_features=False" in book, book
+
+
+def test_trials_and_best_print_a_parameter_alike() -> None:
+    from search.cli.render import best_text, trials_table
+
+    trials = _pruned_study()
+    book = trials[0]
+    book.params["learning_rate"] = 0.0004576418837415782
+    table = trials_table("s", trials, "degC").splitlines()[1]
+    best = best_text("s", book, 2, "degC").splitlines()
+    assert "learning_rate=0.000458" in table, table
+    assert any(line.split() == ["learning_rate", "0.000458"] for line in best), best
+    assert any(line.split() == ["target_scaling", "none"] for line in best), best
