@@ -77,3 +77,51 @@ def test_trials_and_best_print_a_parameter_alike() -> None:
     assert "learning_rate=0.000458" in table, table
     assert any(line.split() == ["learning_rate", "0.000458"] for line in best), best
     assert any(line.split() == ["target_scaling", "none"] for line in best), best
+
+
+def test_epochs_count_from_1_on_the_terminal_in_history_csv_and_best_epoch(tmp_path: Path) -> None:
+    """One trial of 3 epochs: the terminal's `epoch N/3`, history.csv's `epoch` column and the
+    run's `best_epoch` count from 1; MLflow's steps (and Optuna's) are the epoch less one, the
+    same values at both. `skill` in MLflow is a fraction, its trial's naive on its own windows."""
+    import csv
+    import re
+
+    from search.storage import resolve_storage_url
+    from search.study import StudyRequest, run_study
+
+    lines: list[str] = []
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    outcome = run_study(
+        StudyRequest(
+            study="epochs",
+            storage=resolve_storage_url(f"sqlite:///{tmp_path / 'o.db'}"),
+            tracking_uri=tracking,
+            space="quick",
+            max_rows=9000,
+            trials=1,
+            epochs=3,
+            seed=3,
+            progress=lines.append,
+        )
+    )
+    trial = outcome.trials[0]
+    printed = [line for line in lines if re.match(r"\s+trial 0 epoch \d/3:", line)]
+    terminal = [int(re.search(r"epoch (\d)/3", line)[1]) for line in printed]  # type: ignore[index]
+    assert terminal == [1, 2, 3], lines
+    assert all("(mse on the target in degC)" in line for line in printed), printed  # book: raw
+    assert all("on this trial's val windows: naive " in line for line in printed), printed
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+    run_id = trial.attrs["mlflow_run_id"]
+    folder = client.download_artifacts(run_id, "history.csv", str(tmp_path))
+    rows = list(csv.DictReader(Path(folder).open()))
+    assert [int(row["epoch"]) for row in rows] == terminal
+    logged = client.get_metric_history(run_id, "val_mae")
+    assert [(m.step + 1, round(m.value, 5)) for m in logged] == [
+        (int(row["epoch"]), round(float(row["val_mae"]), 5)) for row in rows
+    ]
+    assert sorted(trial.intermediate_values) == [m.step for m in logged]
+    best = min(rows, key=lambda row: float(row["val_mae"]))
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["best_epoch"] == int(best["epoch"])
+    assert metrics["skill"] == pytest.approx(1 - metrics["best_val_mae"] / metrics["baseline_mae"])
+    assert -1 < metrics["skill"] < 1  # a fraction, not a percentage
