@@ -422,7 +422,9 @@ class TrialRunner:
         lines: list[str] = []
         model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
         self.tracker.log_text(run_id, "\n".join(lines) + "\n", "model_summary.txt")
-        figure = learning_curve(history, baseline, unit=self.unit, linear=linear)
+        figure = learning_curve(
+            history, baseline, unit=self.unit, linear=linear, trial=self.last_trial
+        )
         self.tracker.log_figure(run_id, figure, "learning_curve.png")
         import matplotlib.pyplot as plt
 
@@ -455,7 +457,13 @@ class TrialRunner:
         from search.training.plots import forecast_figure
 
         figure = forecast_figure(
-            times, actual, predicted, naive, self.unit, self.prepared.steps_per_hour
+            times,
+            actual,
+            predicted,
+            naive,
+            self.unit,
+            self.prepared.steps_per_hour,
+            horizon_hours=self.space.fixed.horizon_hours,
         )
         self.tracker.log_figure(run_id, figure, "forecast.png")
         plt.close(figure)
