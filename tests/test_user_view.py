@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+
 from search.tracking.mlflow import MlflowTracker
 
 

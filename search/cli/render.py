@@ -111,11 +111,12 @@ def best_text(study: str, best: TrialSummary | None, n_trials: int, unit: str) -
     attrs = best.attrs
     lines = [
         f"study {study!r}: best trial {best.number}",
-        f"  val MAE        {best.value:.4f} {unit}",
-        f"  naive MAE      {_number(attrs.get('baseline_mae'), '.4f')} {unit}",
-        f"  skill          {_number(attrs.get('skill'), '+.2%')} (against naive)",
-        f"  linear MAE     {_number(attrs.get('linear_mae'), '.4f')} {unit}",
-        f"  linear skill   {_number(attrs.get('linear_skill'), '+.2%')}",
+        f"  val MAE        {best.value:.3f} {unit}",
+        f"  naive MAE      {_number(attrs.get('baseline_mae'), '.3f')} {unit} (on this trial's "
+        "val windows)",
+        f"  skill          {_number(attrs.get('skill'), '+.1%')} (against naive)",
+        f"  linear MAE     {_number(attrs.get('linear_mae'), '.3f')} {unit} (same windows)",
+        f"  linear skill   {_number(attrs.get('linear_skill'), '+.1%')}",
         f"  epochs run     {attrs.get('epochs_run', '-')}",
         f"  train seconds  {_number(attrs.get('train_seconds'), '.1f')}",
         f"  model weights  {attrs.get('param_count', '-')}",
@@ -178,7 +179,10 @@ def outcome_lines(outcome: StudyOutcome) -> list[str]:
         attrs = best.attrs
         extra = ""
         if attrs.get("baseline_mae") is not None and attrs.get("skill") is not None:
-            extra = f" (naive {attrs['baseline_mae']:.3f}, skill {attrs['skill']:+.1%}"
+            extra = (
+                f" (on its val windows: naive {attrs['baseline_mae']:.3f}, "
+                f"skill {attrs['skill']:+.1%}"
+            )
             if attrs.get("linear_mae") is not None and attrs.get("linear_skill") is not None:
                 extra += f"; linear {attrs['linear_mae']:.3f}, skill {attrs['linear_skill']:+.1%}"
             extra += ")"

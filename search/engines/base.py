@@ -171,6 +171,7 @@ class Engine(ABC):
     def name_objective(self, name: str) -> None:
         """Name the open study's objective where the engine's own views show it (after
         :meth:`open`; engines without such a name ignore it)."""
+        return None
 
     @abstractmethod
     def open(

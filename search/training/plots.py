@@ -142,7 +142,7 @@ def forecast_figure(
         "model": int(np.sum(np.abs(model_err) > limit)),
         "naive": int(np.sum(np.abs(naive_err) > limit)),
     }
-    bins = np.linspace(-limit, limit, 61)
+    bins = [float(b) for b in np.linspace(-limit, limit, 61)]
     for error, name, colour, width in (
         (naive_err, "naive", "grey", 1.2),
         (model_err, "model", "tab:blue", 1.6),
