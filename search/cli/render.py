@@ -119,7 +119,7 @@ def best_text(study: str, best: TrialSummary | None, n_trials: int, unit: str) -
         f"  linear skill   {_number(attrs.get('linear_skill'), '+.1%')}",
         f"  epochs run     {attrs.get('epochs_run', '-')}",
         f"  train seconds  {_number(attrs.get('train_seconds'), '.1f')}",
-        f"  model weights  {attrs.get('param_count', '-')}",
+        f"  model weights  {_number(attrs.get('param_count'), ',')}",
         f"  MLflow run     {attrs.get('mlflow_run_id', '-')}",
     ]
     lines[1:1] = estimate_lines(best, unit)

@@ -193,7 +193,11 @@ def architecture_chart(rows: list[dict[str, Any]], unit: str) -> Figure:
     figure, axis = plt.subplots(figsize=(8.5, 4.2), dpi=100)
     names = [row["architecture"] for row in rows]
     positions = np.arange(len(rows))
-    axis.bar(positions, [row["best"] for row in rows], color="tab:blue", label="best val MAE")
+    axis.bar(
+        positions, [row["best"] for row in rows], width=0.6, color="tab:blue", label="best val MAE"
+    )
+    centre, span = (len(rows) - 1) / 2, max(len(rows), 2) / 2 + 0.3
+    axis.set_xlim(centre - span, centre + span)  # one architecture: a bar, not a wall
     axis.scatter(
         positions, [row["naive"] for row in rows], color="black", marker="_", s=900, label="naive"
     )
