@@ -11,6 +11,7 @@ into $SEARCH_SCREENSHOT_DIR when that is set).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -247,6 +248,20 @@ def test_the_link_search_run_prints_opens_the_study_runs(tmp_path):
                     trial = page.get_by_role("link", name=f"trial-{number}", exact=True)
                     expect(trial).to_be_visible()
                 shot = _save(page, tmp_path, "mlflow-ui-runs-link.png")
+
+                # the README's way to the val MAE and skill columns: Columns, then each metric
+                page.get_by_role("button", name="Columns", exact=True).click()
+                for metric in ("best_val_mae", "skill"):
+                    page.get_by_placeholder("Search columns").fill(metric)
+                    title = page.locator(
+                        ".du-bois-light-tree-title", has_text=re.compile(f"^{metric}$")
+                    )
+                    node = page.locator(".du-bois-light-tree-treenode").filter(has=title)
+                    node.locator(".du-bois-light-tree-checkbox").click()
+                page.keyboard.press("Escape")
+                for metric in ("best_val_mae", "skill"):
+                    expect(page.get_by_role("columnheader", name=metric).first).to_be_visible()
+                _save(page, tmp_path, "mlflow-ui-runs-link-columns.png")
             finally:
                 browser.close()
     finally:
