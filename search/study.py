@@ -129,6 +129,7 @@ class StudyOutcome:
     recovered: int = 0
     stopped_for_failures: int | None = None  # N when --max-consecutive-failures N stopped it
     spool: SpoolState | None = None  # tracking logs still waiting for the server, if any
+    experiment_id: str | None = None  # the study's MLflow experiment (else the record's)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -383,6 +384,7 @@ def run_study(request: StudyRequest) -> StudyOutcome:
             record = replace(record, sampler=options.sampler, pruner=options.pruner)
     engine.bind(space)
     created = engine.open(name, seed=record.seed, join_seed=request.seed)
+    engine.name_objective(objective_name(unit))
     experiment_id = tracker.open()
     recovered = 0
     if created:
@@ -453,7 +455,13 @@ def run_study(request: StudyRequest) -> StudyOutcome:
         recovered=recovered,
         stopped_for_failures=(request.max_consecutive_failures if failures["stopped"] else None),
         spool=spool,
+        experiment_id=experiment_id,
     )
+
+
+def objective_name(unit: str) -> str:
+    """What the study minimises, with its unit, as the engine's views name it."""
+    return f"val MAE ({unit})" if unit else "val MAE"
 
 
 def spool_root(storage_url: str, study: str) -> Path:

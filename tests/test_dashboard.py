@@ -9,6 +9,8 @@ name, opens it and sees every trial's intermediate values; Ctrl-C (SIGINT) stops
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -191,3 +193,63 @@ def test_the_dashboard_shows_the_study_and_its_intermediate_values(tmp_path: Pat
     assert server.returncode == 0, stderr
     assert stderr == ""  # no traceback, no per-request log lines
     assert stdout == (f"optuna-dashboard for sqlite:///{database}: {address}  (Ctrl-C to stop)\n")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_dashboard_names_the_objective_with_its_unit(tmp_path: Path) -> None:
+    """The study as `search run` opens it: its objective is "val MAE (degC)", not "Objective 0"."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found (install Debian's `chromium` package)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    expect = sync_api.expect
+    from search.engines.base import SearchOptions
+    from search.engines.optuna import OptunaEngine
+    from search.study import objective_name
+
+    database = tmp_path / "studies.db"
+    engine = OptunaEngine(f"sqlite:///{database}")
+    engine.configure(SearchOptions())
+    engine.open(STUDY, seed=1)
+    engine.name_objective(objective_name("degC"))
+    for number in range(TRIALS):
+        trial = engine.study.ask()
+        x = trial.suggest_float("x", -1.0, 1.0)
+        for step in range(STEPS):
+            trial.report(2.0 + x * x + (number + 1) / (step + 1), step)
+        engine.study.tell(trial, 2.0 + x * x)
+    port = free_port()
+    server = subprocess.Popen(
+        search_command("dashboard", "--storage", f"sqlite:///{database}", "--port", str(port)),
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        address = f"http://127.0.0.1:{port}/"
+        wait_for_http(f"{address}api/studies", timeout=30, process=server)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                page.set_default_timeout(20_000)
+                expect.set_options(timeout=20_000)
+                page.goto(address)
+                page.get_by_text(STUDY).first.click()
+                expect(page.get_by_text(f"{STUDY} (id=", exact=False)).to_be_visible()
+                # the optimization history's y axis names it
+                history_axis = page.locator(".ytitle").filter(has_text="val MAE (degC)")
+                expect(history_axis.first).to_be_visible()
+                expect(page.get_by_text("Objective 0")).to_have_count(0)
+                screenshot = tmp_path / "optuna-dashboard-objective.png"
+                page.screenshot(path=str(screenshot), full_page=True)
+                if folder := os.environ.get("SEARCH_SCREENSHOT_DIR"):
+                    Path(folder).mkdir(parents=True, exist_ok=True)
+                    shutil.copy(screenshot, Path(folder) / screenshot.name)
+            finally:
+                browser.close()
+        assert screenshot.stat().st_size > 10_000
+    finally:
+        server.terminate()
+        server.wait(timeout=15)

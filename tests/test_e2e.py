@@ -65,7 +65,11 @@ def test_terminal_output_is_clean_and_points_to_results(first_run) -> None:
     out = first_run.stdout
     assert "trial 0 (1/2)" in out and "trial 1 (2/2)" in out  # progress: trial i of N
     assert "epoch 1/2" in out and "val_mae" in out
-    assert out.strip().splitlines()[-1].count("mlflow ui --backend-store-uri sqlite:///") == 1
+    *_, start, link = out.strip().splitlines()
+    assert start.count("mlflow ui --backend-store-uri sqlite:///") == 1
+    assert link.startswith(
+        "the study's runs in the MLflow UI: http://127.0.0.1:5000/#/experiments/"
+    )
     noise = [line for line in first_run.stderr.splitlines() if line.strip()]
     assert noise == [], f"stderr should be empty without --verbose: {noise[:5]}"
 

@@ -425,6 +425,13 @@ def test_report_of_the_chronological_2020_split_warns_about_its_months(jena: Dat
     assert val_warning.startswith("val covers July, August, September, where train holds")
     assert test_warning.startswith("test covers October, November, December, where train")
     assert all("\n" not in warning for warning in report["warnings"])
+    assert all(
+        w.endswith(
+            "; `--split blocked` (a new study, or --fresh) interleaves train, val "
+            "and test through the year"
+        )
+        for w in report["warnings"]
+    )  # the remedy
 
 
 @pytest.mark.parametrize("days", [7, 14])
@@ -457,6 +464,7 @@ def test_report_of_28_day_blocks_on_one_year(jena: Dataset) -> None:
         "test covers March",
     ]
     assert all("March, July, November, where" in w for w in report["warnings"])
+    assert all("shorter blocks (--split blocked:14)" in w for w in report["warnings"])
 
 
 def test_report_over_several_years_covers_every_month() -> None:

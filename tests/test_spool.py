@@ -351,7 +351,7 @@ def test_a_tracking_server_outage_mid_study_loses_nothing(tmp_path: Path) -> Non
         for run in trial_runs:
             trial = trials[int(run.data.tags["search.trial_number"])]
             assert run.data.tags["search.state"] == trial.state
-            assert run.info.status == "FINISHED" if trial.state == "COMPLETE" else "KILLED"
+            assert run.info.status == "FINISHED"  # COMPLETE and PRUNED runs both end FINISHED
             epochs = list(range(int(trial.attrs["epochs_run"])))
             for key in ("loss", "mae", "val_loss", "val_mae"):  # every epoch's metrics, once
                 history = client.get_metric_history(run.info.run_id, key)

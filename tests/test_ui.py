@@ -11,7 +11,9 @@ into $SEARCH_SCREENSHOT_DIR when that is set).
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -181,3 +183,88 @@ def test_mlflow_ui_shows_the_study_its_trials_and_a_metric_chart(
 
     for shot in (overview, trial):
         assert shot.stat().st_size > 10_000  # a real rendering, not a blank page
+
+
+@pytest.mark.timeout(900)
+def test_the_link_search_run_prints_opens_the_study_runs(tmp_path):
+    """The last line of `search run` is the study's runs table in the MLflow UI: started with
+    the command the line before prints (only its port changed), the link opens the Model
+    training view's runs, no GenAI overview, with the parent run and, expanded, its trials."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found (install Debian's `chromium` package)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    expect = sync_api.expect
+    import shlex
+
+    from tests.cli_helpers import cli_env, run_cli
+    from tests.servers import free_port, wait_for_http
+
+    study = "ui-link"
+    run = run_cli(
+        *("run", "--study", study, "--trials", str(TRIALS), "--epochs", "1"),
+        *("--max-rows", "9000"),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    *_, start_line, link_line = run.stdout.strip().splitlines()
+    assert start_line.startswith("start the MLflow UI: "), start_line
+    assert link_line.startswith("the study's runs in the MLflow UI: http://127.0.0.1:5000/#/")
+    port = free_port()
+    command = shlex.split(start_line.removeprefix("start the MLflow UI: "))
+    assert command[-2:] == ["--port", "5000"], command
+    link = link_line.rsplit(": ", 1)[1].replace(":5000/", f":{port}/", 1)
+    ui = subprocess.Popen(
+        [*command[:-1], str(port)],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", timeout=120, process=ui)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                page.set_default_timeout(90_000)
+                expect.set_options(timeout=90_000)
+                page.goto(link)
+                # the runs table itself, no toggle clicked: the "Model training" view's "Runs",
+                # not the GenAI view's "Training runs" beside its Overview, Judges, Prompts...
+                expect(page.get_by_text("matching runs")).to_be_visible()
+                expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
+                expect(page.get_by_text("Overview", exact=True)).to_have_count(0)
+                assert "/runs" in page.url and "workflowType=machine_learning" in page.url
+                assistant_close = page.get_by_role("button", name="Close", exact=True)
+                if assistant_close.count():
+                    assistant_close.first.click()
+                parent_cell = page.locator(
+                    "[role=gridcell]", has=page.get_by_role("link", name=study, exact=True)
+                ).first
+                expect(parent_cell).to_be_visible()
+                parent_cell.locator("button").first.click()  # the expander of the nested runs
+                for number in range(TRIALS):
+                    trial = page.get_by_role("link", name=f"trial-{number}", exact=True)
+                    expect(trial).to_be_visible()
+                shot = _save(page, tmp_path, "mlflow-ui-runs-link.png")
+
+                # the README's way to the val MAE and skill columns: Columns, then each metric
+                page.get_by_role("button", name="Columns", exact=True).click()
+                for metric in ("best_val_mae", "skill"):
+                    page.get_by_placeholder("Search columns").fill(metric)
+                    title = page.locator(
+                        ".du-bois-light-tree-title", has_text=re.compile(f"^{metric}$")
+                    )
+                    node = page.locator(".du-bois-light-tree-treenode").filter(has=title)
+                    node.locator(".du-bois-light-tree-checkbox").click()
+                page.keyboard.press("Escape")
+                for metric in ("best_val_mae", "skill"):
+                    expect(page.get_by_role("columnheader", name=metric).first).to_be_visible()
+                _save(page, tmp_path, "mlflow-ui-runs-link-columns.png")
+            finally:
+                browser.close()
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+    assert shot.stat().st_size > 10_000

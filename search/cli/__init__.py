@@ -529,7 +529,7 @@ def _cmd_trials(args: argparse.Namespace) -> int:
 
 
 def _cmd_best(args: argparse.Namespace, verbose: bool) -> int:
-    from search.cli.render import best_text
+    from search.cli.render import best_text, ui_lines
     from search.tracking import check_tracking_uri, resolve_tracking_uri
 
     if args.export_model:
@@ -539,6 +539,11 @@ def _cmd_best(args: argparse.Namespace, verbose: bool) -> int:
     engine, record = _existing_study(args)
     unit = _unit(record)
     print(best_text(args.study, engine.best(), len(engine.trials()), unit))
+    for line in ui_lines(
+        resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri),
+        record.mlflow_experiment_id,
+    ):
+        print(line)
     if args.evaluate_test:
         tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)
         check_tracking_uri(tracking_uri)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import shutil
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.engines import TrialSummary
@@ -25,12 +28,48 @@ def _number(value: Any, fmt: str) -> str:
     return format(value, fmt)
 
 
+def _value(value: Any) -> str:
+    """A parameter's value as `trials` and `best` both print it (floats to 3 significant
+    digits: a learning rate of 0.0004576 is 0.000458)."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+# settings a trial records besides its sampled parameters (the book configuration, trial 0,
+# fixes them instead of sampling them)
+_SETTINGS = ("target_scaling", "calendar_features")
+
+
+def full_params(trial: TrialSummary) -> dict[str, Any]:
+    """The trial's parameters, with the settings it fixed rather than sampled."""
+    params = dict(trial.params)
+    for key in _SETTINGS:
+        if key not in params and key in trial.attrs:
+            params[key] = trial.attrs[key]
+    return params
+
+
 def _params(params: dict[str, Any]) -> str:
-    parts = []
-    for key, value in params.items():
-        text = f"{value:.3g}" if isinstance(value, float) else str(value)
-        parts.append(f"{key}={text}")
-    return " ".join(parts)
+    return " ".join(f"{key}={_value(value)}" for key, value in params.items())
+
+
+def best_value(trial: TrialSummary) -> float | None:
+    """The trial's best val MAE: a pruned trial's best epoch, not its last (Optuna keeps the last
+    reported value as a pruned trial's value)."""
+    if trial.state == "PRUNED" and trial.intermediate_values:
+        return min(trial.intermediate_values.values())
+    if trial.value is None and trial.intermediate_values:
+        return min(trial.intermediate_values.values())
+    return trial.value
+
+
+def script(name: str) -> str:
+    """How the user's shell starts this environment's script ``name``: the bare name when PATH
+    finds this environment's, else its full path."""
+    path = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if not path.exists() or (found is not None and Path(found).resolve() == path.resolve()):
+        return name
+    return str(path)
 
 
 def trials_table(study: str, trials: list[TrialSummary], unit: str) -> str:
@@ -39,9 +78,7 @@ def trials_table(study: str, trials: list[TrialSummary], unit: str) -> str:
     header = ("trial", "state", f"val MAE ({unit})", "skill", "duration", "parameters")
     rows = []
     for trial in trials:
-        value = trial.value
-        if value is None and trial.intermediate_values:  # pruned: best reported value
-            value = min(trial.intermediate_values.values())
+        value = best_value(trial)
         skill = trial.attrs.get("skill")
         rows.append(
             (
@@ -50,7 +87,7 @@ def trials_table(study: str, trials: list[TrialSummary], unit: str) -> str:
                 _number(value, ".3f"),
                 _number(skill, "+.1%"),
                 _duration(trial),
-                _params(trial.params)
+                _params(full_params(trial))
                 + (f"  [{trial.attrs['fail_reason']}]" if "fail_reason" in trial.attrs else ""),
             )
         )
@@ -74,21 +111,23 @@ def best_text(study: str, best: TrialSummary | None, n_trials: int, unit: str) -
     attrs = best.attrs
     lines = [
         f"study {study!r}: best trial {best.number}",
-        f"  val MAE        {best.value:.4f} {unit}",
-        f"  naive MAE      {_number(attrs.get('baseline_mae'), '.4f')} {unit}",
-        f"  skill          {_number(attrs.get('skill'), '+.2%')} (against naive)",
-        f"  linear MAE     {_number(attrs.get('linear_mae'), '.4f')} {unit}",
-        f"  linear skill   {_number(attrs.get('linear_skill'), '+.2%')}",
+        f"  val MAE        {best.value:.3f} {unit}",
+        f"  naive MAE      {_number(attrs.get('baseline_mae'), '.3f')} {unit} (on this trial's "
+        "val windows)",
+        f"  skill          {_number(attrs.get('skill'), '+.1%')} (against naive)",
+        f"  linear MAE     {_number(attrs.get('linear_mae'), '.3f')} {unit} (same windows)",
+        f"  linear skill   {_number(attrs.get('linear_skill'), '+.1%')}",
         f"  epochs run     {attrs.get('epochs_run', '-')}",
         f"  train seconds  {_number(attrs.get('train_seconds'), '.1f')}",
-        f"  parameters     {attrs.get('param_count', '-')}",
+        f"  model weights  {_number(attrs.get('param_count'), ',')}",
         f"  MLflow run     {attrs.get('mlflow_run_id', '-')}",
     ]
     lines[1:1] = estimate_lines(best, unit)
     lines.append("  hyperparameters:")
-    width = max((len(k) for k in best.params), default=0)
-    for key, value in best.params.items():
-        lines.append(f"    {key:<{width}}  {value}")
+    params = full_params(best)
+    width = max((len(k) for k in params), default=0)
+    for key, value in params.items():
+        lines.append(f"    {key:<{width}}  {_value(value)}")
     return "\n".join(lines)
 
 
@@ -123,7 +162,7 @@ def estimate_lines(best: TrialSummary, unit: str) -> list[str]:
 
 def outcome_lines(outcome: StudyOutcome) -> list[str]:
     """The closing lines of `search run`: counts, the best trial, where the results are."""
-    from search.tracking import redact, ui_command
+    from search.tracking import redact
 
     counts = ", ".join(f"{v} {k}" for k, v in sorted(outcome.counts.items()))
     lines = ["", f"study {outcome.study!r}: {len(outcome.trials)} trials ({counts})"]
@@ -140,7 +179,10 @@ def outcome_lines(outcome: StudyOutcome) -> list[str]:
         attrs = best.attrs
         extra = ""
         if attrs.get("baseline_mae") is not None and attrs.get("skill") is not None:
-            extra = f" (naive {attrs['baseline_mae']:.3f}, skill {attrs['skill']:+.1%}"
+            extra = (
+                f" (on its val windows: naive {attrs['baseline_mae']:.3f}, "
+                f"skill {attrs['skill']:+.1%}"
+            )
             if attrs.get("linear_mae") is not None and attrs.get("linear_skill") is not None:
                 extra += f"; linear {attrs['linear_mae']:.3f}, skill {attrs['linear_skill']:+.1%}"
             extra += ")"
@@ -156,10 +198,25 @@ def outcome_lines(outcome: StudyOutcome) -> list[str]:
             f"{spool.folder}, not yet on the tracking server{why}; nothing is lost: run `search "
             f"sync {outcome.study} --storage {storage}` when the server is back"
         )
-    lines.append(f"list the trials: search trials {outcome.study} --storage {storage}")
+    lines.append(f"list the trials: {script('search')} trials {outcome.study} --storage {storage}")
     lines.append(
         f"results: Optuna study {outcome.study!r} in {storage}; MLflow experiment "
-        f"{outcome.study!r} in {redact(outcome.tracking_uri)}; open the UI: "
-        f"{ui_command(outcome.tracking_uri)}"
+        f"{outcome.study!r} in {redact(outcome.tracking_uri)}"
     )
+    experiment_id = outcome.experiment_id or outcome.record.mlflow_experiment_id
+    lines.extend(ui_lines(outcome.tracking_uri, experiment_id))
+    return lines
+
+
+def ui_lines(tracking_uri: str, experiment_id: str | None) -> list[str]:
+    """How to open the study's runs in the MLflow UI: the command that starts a local store's
+    UI, then (the last line) the address of the runs table."""
+    from search.tracking import runs_link, ui_command
+
+    local = not tracking_uri.startswith(("http://", "https://"))
+    start = ui_command(tracking_uri, script("mlflow"))
+    if experiment_id is None:
+        return [f"open the MLflow UI: {start}"]
+    lines = [f"start the MLflow UI: {start}"] if local else []
+    lines.append(f"the study's runs in the MLflow UI: {runs_link(tracking_uri, experiment_id)}")
     return lines

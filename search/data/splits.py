@@ -446,6 +446,15 @@ def split_report(prepared: Prepared) -> dict[str, Any]:
             covered[part] = {int(m) % 12 for m in months[full].astype(np.int64)}
         report[part] = entry
     warnings = []
+    if prepared.split.name.startswith("blocked"):
+        remedy = (
+            "shorter blocks (--split blocked:14) or more rows (--max-rows, a longer file) cover it"
+        )
+    else:
+        remedy = (
+            "`--split blocked` (a new study, or --fresh) interleaves train, val and test through "
+            "the year"
+        )
     for part in ("val", "test"):
         missing = sorted(covered.get(part, set()) - covered.get("train", set()))
         if missing:
@@ -453,7 +462,7 @@ def split_report(prepared: Prepared) -> dict[str, Any]:
             warnings.append(
                 f"{part} covers {names}, where train holds fewer than {MIN_MONTH_DAYS:g} days of "
                 f"rows: {part} scores of the {prepared.split.name} split include months of the "
-                "year the model never trained on"
+                f"year the model never trained on; {remedy}"
             )
     report["warnings"] = warnings
     return report

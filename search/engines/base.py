@@ -168,6 +168,11 @@ class Engine(ABC):
         """Start no new trial after the running one (called from ``on_trial_end``)."""
         self._stopped = True
 
+    def name_objective(self, name: str) -> None:
+        """Name the open study's objective where the engine's own views show it (after
+        :meth:`open`; engines without such a name ignore it)."""
+        return None
+
     @abstractmethod
     def open(
         self, study: str, seed: int | None, create: bool = True, join_seed: int | None = None

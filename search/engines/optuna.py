@@ -208,6 +208,9 @@ class OptunaTrialHandle(TrialHandle):
         return int(number) if number is not None else None
 
 
+MIN_TRIALS_FOR_IMPORTANCE = 10
+"""Complete trials the parameter-importance plot needs before it is drawn."""
+
 # --------------------------------------------------------------------------- the engine
 
 
@@ -267,6 +270,13 @@ class OptunaEngine(Engine):
             pruner=self._pruner(),
         )
         return False
+
+    def name_objective(self, name: str) -> None:
+        # optuna-dashboard shows this instead of "Objective 0"
+        if self.study.metric_names != [name]:
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2, still there in 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names([name])
 
     def exists(self, study: str) -> bool:
         try:
@@ -423,18 +433,21 @@ class OptunaEngine(Engine):
     def figures(self) -> dict[str, Figure]:
         """Optuna's optimization history and parameter importances as matplotlib figures.
 
-        Importances need at least two finished trials with varying parameters; figures that
-        cannot be drawn yet are left out.
+        Importances are drawn from MIN_TRIALS_FOR_IMPORTANCE (10) complete trials on: fewer
+        give confident-looking bars out of noise. Figures that cannot be drawn yet are left out.
         """
         from optuna.visualization import matplotlib as optuna_plots
 
         import search.training.plots  # noqa: F401  (selects the Agg backend first)
 
         figures: dict[str, Figure] = {}
-        for name, plot in (
-            ("optimization_history.png", optuna_plots.plot_optimization_history),
-            ("param_importances.png", optuna_plots.plot_param_importances),
-        ):
+        plots: list[tuple[str, Callable[..., Any]]] = [
+            ("optimization_history.png", optuna_plots.plot_optimization_history)
+        ]
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:  # fewer: noise read as importance
+            plots.append(("param_importances.png", optuna_plots.plot_param_importances))
+        for name, plot in plots:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

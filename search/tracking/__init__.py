@@ -26,6 +26,7 @@ __all__ = [
     "open_tracker",
     "redact",
     "resolve_tracking_uri",
+    "runs_link",
     "ui_command",
 ]
 
@@ -266,11 +267,31 @@ def _check_sqlite_store(uri: str, path: Path) -> None:
     )
 
 
-def ui_command(uri: str) -> str:
-    """The exact command (or address) that shows these results in the MLflow UI."""
+# The MLflow UI (3.x) picks its landing view from the `workflowType` query parameter (else the
+# browser's last choice, GenAI by default): `machine_learning` opens the classic runs table, not
+# the GenAI overview. The experiment's `mlflow.experimentKind` tag does the same where the UI has
+# no workflow switch.
+UI_PORT = 5000
+RUNS_VIEW = "#/experiments/{id}/runs?workflowType=machine_learning"
+
+
+def ui_command(uri: str, mlflow: str = "mlflow") -> str:
+    """The exact command (or address) that shows these results in the MLflow UI; ``mlflow`` is
+    how the MLflow script is called from the user's shell."""
     if uri.startswith(("http://", "https://")):
         return f"open {redact(uri)} in a browser"
-    return f"mlflow ui --backend-store-uri {redact(uri)}"
+    return f"{mlflow} ui --backend-store-uri {redact(uri)} --port {UI_PORT}"
+
+
+def runs_link(uri: str, experiment_id: str) -> str:
+    """The address of a study's runs table in the MLflow UI that serves ``uri`` (a local store's
+    UI is the one `ui_command` starts)."""
+    base = f"http://127.0.0.1:{UI_PORT}"
+    if uri.startswith(("http://", "https://")):  # the server's address, without credentials
+        parts = urllib.parse.urlsplit(uri)
+        host = parts.netloc.rpartition("@")[2]
+        base = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+    return f"{base}/{RUNS_VIEW.format(id=experiment_id)}"
 
 
 def open_tracker(tracking_uri: str, study_name: str) -> Tracker:

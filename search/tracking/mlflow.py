@@ -199,14 +199,16 @@ class MlflowTracker(Tracker):
         return run.info.run_id
 
     def end_trial_run(self, run_id: str, state: str, reason: str | None = None) -> None:
-        # an interrupted trial (SIGINT/SIGTERM) is a FAIL in the study, a KILLED run in MLflow
+        # A pruned trial ended as asked (its best epoch is logged): FINISHED, with PRUNED in its
+        # search.state tag. An interrupted trial (SIGINT/SIGTERM) is a FAIL in the study, a
+        # KILLED run in MLflow; a failed trial is FAILED.
         tags = {"search.state": "FAIL" if state == "INTERRUPTED" else state}
         if reason:
             tags["search.fail_reason"] = reason
         self.set_tags(run_id, tags)
         status = {
             "COMPLETE": "FINISHED",
-            "PRUNED": "KILLED",
+            "PRUNED": "FINISHED",
             "FAIL": "FAILED",
             "INTERRUPTED": "KILLED",
         }.get(state, "FAILED")

@@ -38,7 +38,7 @@ from search.training.checkpoints import (
     save_fold_checkpoints,
 )
 from search.training.compile import TrialFailed, compiled_model
-from search.training.scaling import TargetScaling, fit_scaling
+from search.training.scaling import TargetScaling, fit_scaling, loss_label
 from search.workers import past
 
 if TYPE_CHECKING:
@@ -230,9 +230,10 @@ def train_folds(
         if value < best_mean:
             best_mean, best_mean_epoch = value, epoch
         runner.say(
-            f"  trial {number} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f}  "
-            f"val_mae {value:.3f} {unit} (mean of {len(folds)} folds; trial best "
-            f"{min(h['val_mae'] for h in history):.3f}, naive {naive:.3f}, linear {linear:.3f})"
+            f"  trial {number} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f} "
+            f"({loss_label(config.loss, config.target_scaling, unit)})  val_mae {value:.3f} {unit} (mean of {len(folds)} "
+            f"folds; trial best {min(h['val_mae'] for h in history):.3f}; on this trial's fold "
+            f"windows: naive {naive:.3f}, linear {linear:.3f})"
         )
         if not all(math.isfinite(row[k]) for k in ("loss", "val_mae")):
             raise _nan(epoch)
@@ -257,7 +258,7 @@ def train_folds(
     best = summary.pop("value")
     figures = {
         "best_val_mae": best,
-        "best_epoch": best_mean_epoch,
+        "best_epoch": best_mean_epoch + 1,  # counted from 1
         **summary,
         **{f"best_val_mae_fold_{f.index}": f.best for f in folds},
         "epochs_run": len(history),

@@ -9,9 +9,27 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+CLIP_PERCENTILE = 99.5
+"""The error histogram's range: errors beyond this percentile of |error| are counted, not drawn."""
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _outside(axis: Axes, markerscale: float = 1.0) -> None:
+    """The legend to the right of the axes, off the data."""
+    axis.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+        fontsize=8,
+        markerscale=markerscale,
+    )
 
 
 def learning_curve(
@@ -19,9 +37,11 @@ def learning_curve(
     baseline: float | None = None,
     unit: str = "degC",
     linear: float | None = None,
+    trial: int | None = None,
 ) -> Figure:
-    """Training and validation MAE per epoch, with the naive and linear references as lines."""
-    figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    """Training and validation MAE per epoch (counted from 1), with the naive and linear
+    references on the trial's own val windows as lines."""
+    figure, axis = plt.subplots(figsize=(7.6, 4.0), dpi=100)
     epochs = [int(row["epoch"]) + 1 for row in history]
     for key, label in (("mae", "train MAE"), ("val_mae", "val MAE")):
         values = [row.get(key) for row in history]
@@ -43,13 +63,36 @@ def learning_curve(
         axis.axhline(baseline, color="grey", linestyle="--", label=f"naive {baseline:.3f}")
     if linear is not None:
         axis.axhline(linear, color="tab:purple", linestyle=":", label=f"linear {linear:.3f}")
-    axis.set_xlabel("epoch")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs:
+        axis.set_xlim(min(epochs) - 0.3, max(epochs) + 0.3)
+    axis.set_xlabel("epoch (from 1)")
     axis.set_ylabel(f"MAE ({unit})")
-    axis.set_title("Learning curve")
+    name = f"trial {trial}" if trial is not None else "a trial"
+    axis.set_title(f"Learning curve of {name} (references on its val windows)")
     axis.grid(alpha=0.3)
-    axis.legend()
+    _outside(axis)
     figure.tight_layout()
     return figure
+
+
+def _hours_and_months(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    stamps = times.astype("datetime64[h]")
+    hours = (stamps - stamps.astype("datetime64[D]")).astype(np.int64)
+    months = stamps.astype("datetime64[M]").astype(np.int64) % 12
+    return hours, months
+
+
+def _error_by(axis: Axes, keys: np.ndarray, size: int, errors: dict[str, np.ndarray]) -> None:
+    """MAE per calendar key (hour 0..23 or month 0..11) of every error series; empty keys skip."""
+    colours = {"model": "tab:blue", "naive": "grey"}
+    for name, error in errors.items():
+        sums = np.bincount(keys, weights=np.abs(error), minlength=size)
+        counts = np.bincount(keys, minlength=size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mae = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        axis.plot(np.arange(size), mae, marker="o", markersize=3, color=colours[name], label=name)
+    axis.grid(alpha=0.3)
 
 
 def forecast_figure(
@@ -60,15 +103,24 @@ def forecast_figure(
     unit: str,
     steps_per_hour: float,
     days: float = 14,
+    horizon_hours: float | None = None,
 ) -> Figure:
     """Top: two weeks of the validation series, the model's forecast and the naive forecast
-    (the first contiguous stretch of val windows). Bottom: the distribution of the errors of
-    both over every val window."""
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(9.0, 6.5), dpi=100)
+    (the first contiguous stretch of val windows). Middle: the distribution of the errors
+    (forecast - actual) of both over every val window, with their mean bias. Bottom, when the
+    series has timestamps: MAE by hour of day and by month over the whole val period."""
     times = np.asarray(times)
+    dated = np.issubdtype(times.dtype, np.datetime64) and len(times) > 0
+    figure = plt.figure(figsize=(10.0, 9.5 if dated else 6.5), dpi=100)
+    grid = figure.add_gridspec(
+        3 if dated else 2, 2, height_ratios=[1.2, 1.0, 1.0][: 3 if dated else 2]
+    )
+    top = figure.add_subplot(grid[0, :])
+    bottom = figure.add_subplot(grid[1, :])
+    ahead = f"{horizon_hours:g} h ahead" if horizon_hours is not None else "ahead"
     stretch = int(days * 24 * steps_per_hour)
     end = min(len(actual), stretch)
-    if np.issubdtype(times.dtype, np.datetime64) and len(times) > 1:
+    if dated and len(times) > 1:
         gaps = np.nonzero(np.diff(times[:end]) != np.diff(times[:2])[0])[0]
         if len(gaps):
             end = int(gaps[0]) + 1  # stay inside one contiguous block of windows
@@ -77,42 +129,75 @@ def forecast_figure(
     top.plot(times[shown], forecast[shown], color="tab:blue", linewidth=1.0, label="model")
     top.plot(times[shown], naive[shown], color="grey", linewidth=0.9, linestyle="--", label="naive")
     top.set_ylabel(unit)
-    top.set_title("Validation forecast, best epoch (first two weeks)")
+    top.set_title(
+        f"Validation forecast {ahead}, best epoch, first two weeks (at the times forecast)"
+    )
     top.grid(alpha=0.3)
-    top.legend(loc="upper right")
+    _outside(top)
     top.tick_params(axis="x", labelrotation=20)
     model_err, naive_err = forecast - actual, naive - actual
-    limit = float(np.nanpercentile(np.abs(np.concatenate([model_err, naive_err])), 99.5)) or 1.0
-    bins = np.linspace(-limit, limit, 61)
-    bottom.hist(
-        naive_err,
-        bins=bins,
-        alpha=0.5,
-        color="grey",
-        label=f"naive, MAE {np.nanmean(np.abs(naive_err)):.3f}",
-    )
-    bottom.hist(
-        model_err,
-        bins=bins,
-        alpha=0.6,
-        color="tab:blue",
-        label=f"model, MAE {np.nanmean(np.abs(model_err)):.3f}",
-    )
-    bottom.set_xlabel(f"error ({unit}), every val window")
+    both = np.abs(np.concatenate([model_err, naive_err]))
+    limit = float(np.nanpercentile(both, CLIP_PERCENTILE)) or 1.0
+    clipped = {
+        "model": int(np.sum(np.abs(model_err) > limit)),
+        "naive": int(np.sum(np.abs(naive_err) > limit)),
+    }
+    bins = [float(b) for b in np.linspace(-limit, limit, 61)]
+    for error, name, colour, width in (
+        (naive_err, "naive", "grey", 1.2),
+        (model_err, "model", "tab:blue", 1.6),
+    ):
+        bottom.hist(
+            error,
+            bins=bins,
+            histtype="step",
+            linewidth=width,
+            color=colour,
+            label=f"{name}: MAE {np.nanmean(np.abs(error)):.3f}, "
+            f"mean bias {np.nanmean(error):+.3f}",
+        )
+        bottom.axvline(float(np.nanmean(error)), color=colour, linestyle=":", linewidth=1.0)
+    bottom.axvline(0.0, color="black", linewidth=0.6)
+    bottom.set_xlabel(f"error = forecast - actual ({unit}), every val window ({len(actual):,})")
     bottom.set_ylabel("windows")
+    bottom.set_title(
+        f"Errors {ahead}; not drawn: beyond ±{limit:.2f} (the {CLIP_PERCENTILE:g}th percentile "
+        f"of |error|), model {clipped['model']:,} and naive {clipped['naive']:,} "
+        f"of {len(actual):,} windows",
+        fontsize=9,
+    )
     bottom.grid(alpha=0.3)
-    bottom.legend()
+    _outside(bottom)
+    if dated:
+        hours, months = _hours_and_months(times)
+        errors = {"model": model_err, "naive": naive_err}
+        by_hour = figure.add_subplot(grid[2, 0])
+        _error_by(by_hour, hours, 24, errors)
+        by_hour.set_xticks(range(0, 24, 3))
+        by_hour.set_xlabel("hour of day (of the time forecast)")
+        by_hour.set_ylabel(f"MAE ({unit})")
+        by_hour.set_title("MAE by hour of day, whole val period", fontsize=9)
+        by_month = figure.add_subplot(grid[2, 1])
+        _error_by(by_month, months, 12, errors)
+        by_month.set_xticks(range(12), _MONTHS, fontsize=8)
+        by_month.set_xlabel("month (of the time forecast)")
+        by_month.set_title("MAE by month, whole val period (months with val windows)", fontsize=9)
+        _outside(by_month)
     figure.tight_layout()
     return figure
 
 
 def architecture_chart(rows: list[dict[str, Any]], unit: str) -> Figure:
-    """Best val MAE per architecture (bars), each against its trial's naive and linear
+    """Best val MAE per architecture (bars from zero), each against its trial's naive and linear
     references (markers). ``rows``: architecture, best, naive, linear."""
-    figure, axis = plt.subplots(figsize=(7.5, 4.2), dpi=100)
+    figure, axis = plt.subplots(figsize=(8.5, 4.2), dpi=100)
     names = [row["architecture"] for row in rows]
     positions = np.arange(len(rows))
-    axis.bar(positions, [row["best"] for row in rows], color="tab:blue", label="best val MAE")
+    axis.bar(
+        positions, [row["best"] for row in rows], width=0.6, color="tab:blue", label="best val MAE"
+    )
+    centre, span = (len(rows) - 1) / 2, max(len(rows), 2) / 2 + 0.3
+    axis.set_xlim(centre - span, centre + span)  # one architecture: a bar, not a wall
     axis.scatter(
         positions, [row["naive"] for row in rows], color="black", marker="_", s=900, label="naive"
     )
@@ -125,13 +210,24 @@ def architecture_chart(rows: list[dict[str, Any]], unit: str) -> Figure:
         label="linear",
     )
     for x, row in zip(positions, rows, strict=True):
-        axis.annotate(f"{row['best']:.3f}", (x, row["best"]), ha="center", va="bottom", fontsize=8)
+        # inside the bar, at its foot: clear of the reference markers near the top
+        axis.annotate(
+            f"{row['best']:.3f}",
+            (x, 0.0),
+            xytext=(0, 4),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="white",
+            fontweight="bold",
+        )
     axis.set_xticks(positions, names)
     axis.set_ylabel(f"val MAE ({unit})")
-    axis.set_title("Best trial per architecture against the references")
-    low = float(np.nanmin([[r["best"], r["naive"], r["linear"]] for r in rows]))
-    axis.set_ylim(bottom=max(0.0, low * 0.9))
+    axis.set_title("Best trial per architecture against its references (axis from 0)")
+    high = float(np.nanmax([[r["best"], r["naive"], r["linear"]] for r in rows]))
+    axis.set_ylim(0.0, high * 1.08)
     axis.grid(alpha=0.3, axis="y")
-    axis.legend()
+    _outside(axis, markerscale=0.3)  # the wide reference markers, legend-sized
     figure.tight_layout()
     return figure

@@ -141,3 +141,10 @@ def scaled_model(base: keras.Model, scaling: TargetScaling) -> keras.Model:
 def compile_loss(loss: str, scaling: TargetScaling) -> Any:
     """The loss to compile with: the space's loss, on scaled values when the target is scaled."""
     return loss if scaling.mode == "none" else ScaledLoss(loss, scaling.scale)
+
+
+def loss_label(loss: str, mode: str, unit: str) -> str:
+    """What a trial's training loss is measured on: its size changes with the target scaling
+    (a loss of 17 on raw degrees and 0.5 on a standardized target can be the same fit)."""
+    scaled = {"standard": "standardized target", "residual": "scaled change of the target"}
+    return f"{loss} on the {scaled.get(mode, f'target in {unit}')}"

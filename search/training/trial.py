@@ -38,7 +38,7 @@ from search.training.checkpoints import (
 )
 from search.training.compile import TrialFailed, compiled_model
 from search.training.crossval import train_folds
-from search.training.scaling import fit_scaling
+from search.training.scaling import fit_scaling, loss_label
 from search.workers import past, worker_attrs
 
 if TYPE_CHECKING:
@@ -186,6 +186,7 @@ class TrialRunner:
                 "mlflow_run_id": run_id,
                 "architecture": config.architecture,
                 "target_scaling": config.target_scaling,
+                "calendar_features": config.calendar_features,
             }
         )
         counter = f"{self._done}/{self.trials_planned}" if self.trials_planned else f"{self._done}"
@@ -304,9 +305,9 @@ class TrialRunner:
             best = min([h.get("val_mae", math.inf) for h in monitor.history])
             self.say(
                 f"  trial {number} epoch {epoch + 1}/{epochs}: "
-                f"loss {logs.get('loss', math.nan):.4f}  "
-                f"val_mae {logs.get('val_mae', math.nan):.3f} {unit}"
-                f"  (trial best {best:.3f}, naive {baseline:.3f}, linear {linear.val_mae:.3f})"
+                f"loss {logs.get('loss', math.nan):.4f} ({loss_label(config.loss, config.target_scaling, unit)})  "
+                f"val_mae {logs.get('val_mae', math.nan):.3f} {unit}  (trial best {best:.3f}; "
+                f"on this trial's val windows: naive {baseline:.3f}, linear {linear.val_mae:.3f})"
             )
 
         checkpoint_dir = self._checkpoint_dir(number)
@@ -364,7 +365,7 @@ class TrialRunner:
             run_id,
             {
                 "best_val_mae": best,
-                "best_epoch": monitor.best_epoch,
+                "best_epoch": monitor.best_epoch + 1,  # counted from 1 (its step is one less)
                 "skill": skill,
                 "linear_skill": linear_skill,
                 "epochs_run": len(monitor.history),
@@ -417,12 +418,14 @@ class TrialRunner:
         writer = csv.writer(buffer)
         writer.writerow(["epoch", *keys])
         for row in history:
-            writer.writerow([int(row["epoch"]), *(row.get(k, "") for k in keys)])
+            writer.writerow([int(row["epoch"]) + 1, *(row.get(k, "") for k in keys)])  # from 1
         self.tracker.log_text(run_id, buffer.getvalue(), "history.csv")
         lines: list[str] = []
         model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
         self.tracker.log_text(run_id, "\n".join(lines) + "\n", "model_summary.txt")
-        figure = learning_curve(history, baseline, unit=self.unit, linear=linear)
+        figure = learning_curve(
+            history, baseline, unit=self.unit, linear=linear, trial=self.last_trial
+        )
         self.tracker.log_figure(run_id, figure, "learning_curve.png")
         import matplotlib.pyplot as plt
 
@@ -455,7 +458,13 @@ class TrialRunner:
         from search.training.plots import forecast_figure
 
         figure = forecast_figure(
-            times, actual, predicted, naive, self.unit, self.prepared.steps_per_hour
+            times,
+            actual,
+            predicted,
+            naive,
+            self.unit,
+            self.prepared.steps_per_hour,
+            horizon_hours=self.space.fixed.horizon_hours,
         )
         self.tracker.log_figure(run_id, figure, "forecast.png")
         plt.close(figure)
@@ -470,6 +479,6 @@ def _short(config: TrialConfig) -> str:
     extra = f" target={config.target_scaling}" + (" +calendar" if config.calendar_features else "")
     return (
         f"{config.architecture}({model}) lookback={config.lookback_hours:g}h "
-        f"rate={config.sampling_rate} lr={config.learning_rate:.2g} batch={config.batch_size}"
+        f"rate={config.sampling_rate} lr={config.learning_rate:.3g} batch={config.batch_size}"
         f"{extra}"
     )
