@@ -34,20 +34,47 @@ __all__ = [
 
 @dataclass
 class Forecasts:
-    """One row per forecast: the time it is for, and the forecast in the target's units."""
+    """One row per forecast (and step): when it was issued (the window's last row), the step,
+    the time it is for, the forecast in the target's units and, where the file holds that time,
+    the actual value and the naive forecast (the value at ``issued_at``)."""
 
     target: str
     unit: str
     times: np.ndarray
     values: np.ndarray  # (n_forecasts,)
     trial: int
+    issued_at: np.ndarray | None = None
+    actual: np.ndarray | None = None  # NaN where the time lies past the file's end
+    naive: np.ndarray | None = None
+
+    def score(self) -> tuple[int, float, float] | None:
+        """``(forecasts, MAE, naive MAE)`` over the forecasts whose time the file holds."""
+        if self.actual is None or self.naive is None:
+            return None
+        known = np.isfinite(self.actual)
+        if not known.any():
+            return None
+        mae = float(np.abs(self.values[known] - self.actual[known]).mean())
+        naive = float(np.abs(self.naive[known] - self.actual[known]).mean())
+        return int(known.sum()), mae, naive
 
     def to_csv(self, path: Path | None = None) -> str:
-        """The forecasts as CSV text (``time,forecast <target>``), also written to ``path``."""
-        lines = [f"time,forecast {self.target}"]
-        for time, value in zip(self.times, self.values, strict=True):
-            stamp = str(np.datetime_as_string(time, unit="s")).replace("T", " ")
-            lines.append(f"{stamp},{value:.4f}")
+        """The forecasts as CSV text, also written to ``path``: ``issued_at,step,time,forecast
+        <target>,actual <target>,naive <target>,past_end`` (``past_end`` 1 for a forecast
+        beyond the file's last row, whose actual value is not known yet)."""
+        t = self.target
+        lines = [f"issued_at,step,time,forecast {t},actual {t},naive {t},past_end"]
+        n = len(self.values)
+        issued = self.issued_at if self.issued_at is not None else [None] * n
+        actual = self.actual if self.actual is not None else np.full(n, np.nan)
+        naive = self.naive if self.naive is not None else np.full(n, np.nan)
+        for when, time, value, real, flat in zip(
+            issued, self.times, self.values, actual, naive, strict=True
+        ):
+            cells = [_stamp(when) if when is not None else "", "1", _stamp(time), f"{value:.4f}"]
+            cells += [f"{real:.4f}" if np.isfinite(real) else "", f"{flat:.4f}"]
+            cells.append("0" if np.isfinite(real) else "1")
+            lines.append(",".join(cells))
         text = "\n".join(lines) + "\n"
         if path is not None:
             try:
@@ -55,6 +82,10 @@ class Forecasts:
             except OSError as exc:
                 raise SearchError(f"cannot write {path}: {exc.strerror}") from None
         return text
+
+
+def _stamp(time: Any) -> str:
+    return str(np.datetime_as_string(time, unit="s")).replace("T", " ")
 
 
 def _best(engine: Engine, study: str) -> tuple[TrialSummary, StudyRecord]:
@@ -152,8 +183,8 @@ def predict_file(
             features=list(spec["features"]),
             time_format=time_format,
         )
-    except DataError as exc:
-        raise DataError(f"{data}: not usable with study {study!r}'s model: {exc}") from None
+    except DataError as exc:  # its message names the file already
+        raise DataError(f"not usable with the model of study {study!r}: {exc}") from None
     if not math.isclose(new.steps_per_hour, spec["steps_per_hour"]):
         raise DataError(
             f"{data} has {new.steps_per_hour:g} rows per hour but study {study!r} was trained on "
@@ -165,12 +196,19 @@ def predict_file(
         raise DataError(f"{data} has {exc}") from None
     model = load_trial_model(found.tracker, found.run_id)
     result = forecast(spec, new.times, new.values, lambda x: model.predict(x, verbose=0))
+    times = np.asarray(new.times).astype("datetime64[s]")
+    target = np.asarray(new.target, dtype=np.float64)
+    at = np.clip(np.searchsorted(times, result.times), 0, len(times) - 1)
+    known = times[at] == result.times
     return Forecasts(
         target=spec["target"],
         unit=spec["unit"],
         times=result.times,
         values=result.values,
         trial=found.best.number,
+        issued_at=result.made_from,
+        actual=np.where(known, target[at], np.nan),
+        naive=target[np.searchsorted(times, result.made_from)],
     )
 
 

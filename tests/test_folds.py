@@ -278,7 +278,7 @@ def test_a_cross_validated_study_records_prints_and_evaluates_an_honest_estimate
         cwd=tmp_path,
     )
     assert predicted.returncode == 0, predicted.stdout + predicted.stderr
-    values = np.array([float(row.split(",")[1]) for row in out.read_text().splitlines()[1:]])
+    values = np.array([float(row.split(",")[3]) for row in out.read_text().splitlines()[1:]])
     raw = np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(1, 15), dtype=np.float32)
     config = _config(winner)
     offsets = np.arange(config.lookback_hours * 6 // config.sampling_rate) * config.sampling_rate

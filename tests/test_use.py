@@ -97,7 +97,17 @@ def test_predict_on_a_file_the_study_never_saw(workdir: Path) -> None:
     result = run_cli("predict", STUDY, "--data", str(path), "--to", str(out), cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = list(csv.reader(out.read_text().splitlines()))
-    assert rows[0] == ["time", "forecast T (degC)"]
+    assert rows[0] == [
+        "issued_at",
+        "step",
+        "time",
+        "forecast T (degC)",
+        "actual T (degC)",
+        "naive T (degC)",
+        "past_end",
+    ]
+    _check_issued_actual_and_score(path, rows[1:], result.stdout)
+    rows = [[row[2], row[3]] for row in rows]  # time, forecast
     study = optuna.load_study(
         study_name=STUDY, storage=f"sqlite:///{workdir / 'search-studies.db'}"
     )
@@ -137,6 +147,35 @@ def test_predict_on_a_file_the_study_never_saw(workdir: Path) -> None:
     np.testing.assert_allclose(values, expected, atol=2e-3)
     printed = run_cli("predict", STUDY, "--data", str(path), cwd=workdir)
     assert printed.returncode == 0 and printed.stdout == out.read_text()
+    assert "MAE" in printed.stderr  # the score goes beside the CSV, not into it
+
+
+def _check_issued_actual_and_score(path: Path, rows: list[list[str]], stdout: str) -> None:
+    """Each row was issued 24 h before its time at step 1; the actual and naive values are the
+    file's own numbers at those times (none past the file's end, marked so); the printed score
+    is the MAE of the forecasts against both, recomputed here."""
+    with open(path) as source:
+        lines = list(csv.reader(source))[1:]
+    file_times = np.array([line[0] for line in lines], dtype="datetime64[s]")
+    temperature = {t: float(line[2]) for t, line in zip(file_times, lines, strict=True)}
+    issued = np.array([row[0] for row in rows], dtype="datetime64[s]")
+    times = np.array([row[2] for row in rows], dtype="datetime64[s]")
+    assert (times - issued == np.timedelta64(24, "h")).all() and {row[1] for row in rows} == {"1"}
+    past = times > file_times[-1]
+    assert past.any() and (~past).any()
+    assert [row[6] for row in rows] == ["1" if p else "0" for p in past]
+    assert all(row[4] == "" for row, p in zip(rows, past, strict=True) if p)
+    forecast = np.array([float(row[3]) for row in rows])
+    actual = np.array([temperature[t] for t in times[~past]])
+    naive = np.array([temperature[t] for t in issued])
+    np.testing.assert_allclose([float(row[4]) for row in np.array(rows)[~past]], actual, atol=1e-4)
+    np.testing.assert_allclose([float(row[5]) for row in rows], naive, atol=1e-4)
+    mae = np.abs(forecast[~past] - actual).mean()
+    naive_mae = np.abs(naive[~past] - actual).mean()
+    assert (
+        f"on the {int((~past).sum()):,} forecasts whose time the file holds: MAE {mae:.3f} degC, "
+        f"naive {naive_mae:.3f} ({1 - mae / naive_mae:+.1%} skill)"
+    ) in stdout
 
 
 def test_predict_refuses_a_file_without_the_studys_columns(workdir: Path) -> None:
@@ -167,7 +206,7 @@ def raw_rows(workdir: Path) -> tuple[Path, list[list[str]]]:
     out = workdir / "forecasts-raw.csv"
     result = run_cli("predict", STUDY, "--data", str(path), "--to", str(out), cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
-    return path, list(csv.reader(out.read_text().splitlines()))[1:]
+    return path, [[row[2], row[3]] for row in csv.reader(out.read_text().splitlines())][1:]
 
 
 def _assert_same_forecasts(answer: list[dict], expected: list[list[str]]) -> None:
@@ -178,9 +217,10 @@ def _assert_same_forecasts(answer: list[dict], expected: list[list[str]]) -> Non
         [float(value) for _, value in expected],
         atol=6e-5,
     )
-    made = np.array([row["made_from"] for row in answer], dtype="datetime64[s]")
+    made = np.array([row["issued_at"] for row in answer], dtype="datetime64[s]")
     for_ = np.array([row["time"] for row in answer], dtype="datetime64[s]")
     assert (for_ - made == np.timedelta64(24, "h")).all()
+    assert {row["step"] for row in answer} == {1}
 
 
 def test_register_the_best_model_and_load_it_by_name(workdir: Path, registered: str) -> None:
@@ -202,9 +242,10 @@ def test_register_the_best_model_and_load_it_by_name(workdir: Path, registered: 
     columns = [c["name"] for c in info.signature.inputs.to_dict()]
     assert columns == ["date", *JENA_FEATURES]  # raw rows: the time column and the 14 features
     assert [c["name"] for c in info.signature.outputs.to_dict()] == [
+        "issued_at",
+        "step",
         "time",
         "forecast T (degC)",
-        "made_from",
     ]
     assert (local / "code" / "search_serving" / "forecast.py").is_file()
     assert not list(local.rglob("*.pkl"))  # models-from-code: nothing pickled

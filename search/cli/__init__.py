@@ -612,6 +612,16 @@ def _cmd_predict(args: argparse.Namespace, verbose: bool) -> int:
         )
     else:
         sys.stdout.write(text)
+    score = forecasts.score()
+    if score is not None:  # the file holds the actual values: how good were the forecasts?
+        count, mae, naive = score
+        line = (
+            f"on the {count:,} forecasts whose time the file holds: MAE {mae:.3f} "
+            f"{forecasts.unit}, naive {naive:.3f} ({1 - mae / naive:+.1%} skill)"
+            if naive > 0
+            else f"on the {count:,} forecasts whose time the file holds: MAE {mae:.3f}"
+        )
+        print(line, file=sys.stdout if args.to else sys.stderr)
     return 0
 
 

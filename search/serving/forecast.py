@@ -212,14 +212,16 @@ def time_text(times: np.ndarray) -> list[str]:
 def forecast_frame(
     spec: dict[str, Any], frame: Any, predict: Callable[[np.ndarray], Any]
 ) -> pd.DataFrame:
-    """Raw rows -> one row per complete window: ``time`` (the time the forecast is for),
-    ``forecast <target>`` (in the target's units) and ``made_from`` (its last input row's time)."""
+    """Raw rows -> one row per complete window and step, as `search predict` writes them:
+    ``issued_at`` (the time of the window's last row), ``step`` (1: one step ahead), ``time``
+    (the time the forecast is for) and ``forecast <target>`` (in the target's units)."""
     times, values = read_rows(spec, frame)
     result = forecast(spec, times, values, predict)
     return pd.DataFrame(
         {
+            "issued_at": time_text(result.made_from),
+            "step": np.ones(len(result.values), dtype=np.int64),
             "time": time_text(result.times),
             f"forecast {spec['target']}": result.values.astype(np.float64),
-            "made_from": time_text(result.made_from),
         }
     )
