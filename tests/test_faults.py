@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 
 from search.storage import open_storage
-from tests.cli_helpers import cli_env, search_command
+from tests.cli_helpers import Lines, cli_env, search_command
 from tests.servers import start_postgres
 
 
@@ -38,16 +37,14 @@ def test_a_postgresql_restart_under_a_running_worker_loses_nothing(tmp_path: Pat
             text=True,
             env=cli_env(),
         )  # fmt: skip
-        assert worker.stdout is not None
-        seen: list[str] = []
-        deadline = time.monotonic() + 240
-        for line in worker.stdout:
-            seen.append(line)
-            if "trial 0 epoch 1/" in line or time.monotonic() > deadline:
-                break
+        lines = Lines(worker)
+        try:
+            lines.wait_for("trial 0 epoch 1/", timeout=300)
+        except AssertionError:
+            worker.kill()
+            raise
         server.restart(pause=5.0)  # every connection dropped; nothing listens for 5 s
-        rest, _ = worker.communicate(timeout=600)
-        output = "".join(seen) + rest
+        output = lines.rest(timeout=600)
         assert worker.returncode == 0, output
         assert "Traceback" not in output
         study = optuna.load_study(study_name="pg", storage=open_storage(storage))

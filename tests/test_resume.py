@@ -4,6 +4,7 @@ with its first epochs' metrics copied to the new child run at their true steps."
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -15,7 +16,7 @@ import pytest
 
 from search.storage import open_storage, resolve_storage_url
 from search.workers import checkpoint_root, worker_attrs, worker_is_gone
-from tests.cli_helpers import cli_env, run_cli, search_command
+from tests.cli_helpers import Lines, cli_env, run_cli, search_command, wait_until
 
 ROWS = "9000"
 EPOCHS = "8"
@@ -39,8 +40,9 @@ def _args(workdir: Path, study: str, trials: str) -> list[str]:
     ]
 
 
-def _start_and_stop(workdir: Path, study: str, sig: int, after: str) -> subprocess.Popen:
-    """Start a worker, wait until trial 0 has finished the epoch named by ``after``, signal it."""
+def _start_and_stop(workdir: Path, study: str, sig: int, epoch: int) -> Lines:
+    """Start a worker, wait until trial 0's checkpoint holds ``epoch`` finished epochs, signal
+    it. The epoch's line is printed before its checkpoint is saved: wait for the file."""
     worker = subprocess.Popen(
         search_command(*_args(workdir, study, "3")),
         cwd=workdir,
@@ -49,14 +51,24 @@ def _start_and_stop(workdir: Path, study: str, sig: int, after: str) -> subproce
         text=True,
         env=cli_env(),
     )
-    assert worker.stdout is not None
-    deadline = time.monotonic() + 240
-    for line in worker.stdout:
-        if after in line or time.monotonic() > deadline:
-            break
-    time.sleep(0.5)  # let the epoch's checkpoint land
+    lines = Lines(worker)
+    try:
+        lines.wait_for(f"trial 0 epoch {epoch}/", timeout=300)
+        state = checkpoint_root(f"sqlite:///{workdir / 'studies.db'}", study) / "trial-0"
+
+        def saved() -> bool:
+            try:
+                return json.loads((state / "state.json").read_text())["next_epoch"] >= epoch
+            except (OSError, ValueError, KeyError):
+                return False
+
+        wait_until(saved, timeout=120, what=f"trial 0's checkpoint of epoch {epoch}")
+    except BaseException:
+        worker.kill()
+        worker.wait(timeout=30)
+        raise
     worker.send_signal(sig)
-    return worker
+    return lines
 
 
 def _study(workdir: Path, study: str) -> optuna.Study:
@@ -94,8 +106,7 @@ def _check_resumed(workdir: Path, study: optuna.Study, dead: int, resumed: int) 
 
 
 def test_kill_9_then_resume_continues_the_dead_trial_at_its_epoch(tmp_path: Path) -> None:
-    worker = _start_and_stop(tmp_path, "killed", signal.SIGKILL, "trial 0 epoch 2/")
-    worker.wait(timeout=30)
+    _start_and_stop(tmp_path, "killed", signal.SIGKILL, epoch=2).rest(timeout=30)
     before = _study(tmp_path, "killed")
     assert [t.state.name for t in before.trials] == ["RUNNING"]
     folder = checkpoint_root(f"sqlite:///{tmp_path / 'studies.db'}", "killed")
@@ -133,9 +144,10 @@ def test_kill_9_then_resume_continues_the_dead_trial_at_its_epoch(tmp_path: Path
 
 
 def test_sigterm_records_the_trial_and_it_resumes(tmp_path: Path) -> None:
-    worker = _start_and_stop(tmp_path, "stopped", signal.SIGTERM, "trial 0 epoch 2/")
-    _, stderr = worker.communicate(timeout=120)
-    assert worker.returncode == 143, stderr
+    worker = _start_and_stop(tmp_path, "stopped", signal.SIGTERM, epoch=2)
+    worker.rest(timeout=120)
+    stderr = worker.stderr()
+    assert worker.proc.returncode == 143, stderr
     lines = [line for line in stderr.splitlines() if line.startswith("search ")]
     assert len(lines) == 1 and "stopped by SIGTERM" in lines[0], stderr
     assert "Traceback" not in stderr

@@ -11,7 +11,7 @@ import pytest
 from search.errors import SearchError, StorageError
 from search.storage import open_storage, resolve_storage_url
 from search.study import StudyRequest, run_study
-from tests.cli_helpers import cli_env, search_command
+from tests.cli_helpers import Lines, cli_env, search_command
 
 
 def _options(tmp_path: Path, storage: str, **kw) -> StudyRequest:
@@ -153,12 +153,12 @@ def test_resume_after_a_crash_on_another_host_waits_for_the_heartbeat(
         text=True,
         env=cli_env(),
     )
-    deadline = time.monotonic() + 180
-    for line in worker.stdout:  # wait until trial 0 is training, then kill the worker hard
-        if "trial 0 epoch 1/" in line or time.monotonic() > deadline:
-            break
-    worker.send_signal(signal.SIGKILL)
-    worker.wait(timeout=30)
+    printed = Lines(worker)
+    try:  # wait until trial 0 is training, then kill the worker hard
+        printed.wait_for("trial 0 epoch 1/", timeout=300)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        printed.rest(timeout=30)
     crashed = optuna.load_study(study_name="crash", storage=storage)
     assert crashed.trials[0].state == optuna.trial.TrialState.RUNNING
 
