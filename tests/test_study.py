@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
@@ -203,4 +204,17 @@ def test_a_space_whose_longest_lookback_leaves_no_test_window_is_refused(tmp_pat
         run_study(_options(tmp_path, url, max_rows=7000))
     message = str(caught.value)
     assert "lookback_hours 168" in message and "test split" in message, message
+    # it says why 1,750 rows hold no window of a 1,147-row span (the book's arithmetic keeps the
+    # delay of 167 x 6 + 144 = 1,146 rows out of the inputs: 1,003 input rows + 1,146 = 2,149),
+    # and how many rows of data would do: the fewest whose test quarter holds 2,149 rows
+    assert "the test split has 1750 rows" in message, message
+    assert "1003 input rows plus that delay of 1146 rows inside the split, 2149 rows" in message
+    assert "399 more than it has" in message, message
+    enough = int(re.search(r"\(([\d,]+) rows would do\)", message).group(1).replace(",", ""))
+
+    def test_rows(n: int) -> int:
+        return n - int(0.5 * n) - int(0.25 * n)
+
+    assert test_rows(enough) >= 2149 > test_rows(enough - 1), enough
+    assert "\n" not in message
     assert optuna.get_all_study_summaries(open_storage(resolve_storage_url(url))) == []
