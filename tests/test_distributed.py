@@ -299,3 +299,21 @@ def test_artifacts_are_retrievable_through_the_server(distributed_study, tmp_pat
         assert (model_dir / "model.keras").stat().st_size > 0
         # Proxied: the bytes sit in the server's --artifacts-destination, not with the worker.
         assert list(server.artifacts_dir.rglob(f"*{run_id}*/artifacts/history.csv"))
+
+
+def test_a_tracking_database_that_cannot_be_opened_is_one_line(postgres_server, tmp_path):
+    """A PostgreSQL tracking store that cannot be opened (here: no such database) is one line
+    naming it, exit 2, whatever the driver raised."""
+    from tests.cli_helpers import run_cli
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    missing = postgres_server.url(f"no_such_{uuid.uuid4().hex[:6]}")
+    result = run_cli(
+        "run", "--study", "x", "--trials", "1", "--epochs", "1", "--max-rows", "9000",
+        "--storage", storage, "--tracking-uri", missing, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not exist" in lines[0], result.stderr
+    assert missing.rsplit("/", 1)[1] in lines[0], lines[0]
