@@ -142,6 +142,16 @@ def test_parent_and_child_runs(first_run, workdir: Path) -> None:
         assert float(rows[0]["val_mae"]) == pytest.approx(history[0].value, rel=1e-5)
 
 
+def test_a_finished_study_leaves_no_checkpoint_folders(first_run, workdir: Path) -> None:
+    """Every trial finished: its epoch checkpoints are gone, and so are the folders that held
+    them (the study's and ``search-studies.db.checkpoints``)."""
+    from search.workers import checkpoint_root
+
+    folder = checkpoint_root(f"sqlite:///{workdir / 'search-studies.db'}", STUDY)
+    assert folder.parent == workdir / "search-studies.db.checkpoints"
+    assert not folder.parent.exists(), sorted(str(p) for p in folder.parent.rglob("*"))
+
+
 def test_optuna_records_link_to_mlflow(first_run, workdir: Path) -> None:
     study = _study(workdir)
     client = _client(workdir)

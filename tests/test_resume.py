@@ -102,6 +102,7 @@ def _check_resumed(workdir: Path, study: optuna.Study, dead: int, resumed: int) 
     folder = checkpoint_root(f"sqlite:///{workdir / 'studies.db'}", study.study_name)
     assert not (folder / f"trial-{dead}").exists()  # finished: checkpoints removed
     assert not (folder / f"trial-{resumed}").exists()
+    assert not folder.parent.exists()  # and no empty folder left behind
     return start
 
 

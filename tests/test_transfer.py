@@ -489,6 +489,141 @@ def test_delete_asks_first(tmp_path: Path, capsys, monkeypatch) -> None:
     assert _storage(url).get_all_studies() == []
 
 
+def _running(url: str, name: str, attrs: dict[str, Any]) -> None:
+    """Add a RUNNING trial whose worker is ``attrs``."""
+    study = optuna.load_study(study_name=name, storage=_storage(url))
+    trial = create_trial(state=TrialState.RUNNING, params={"lr": 0.01}, distributions={"lr": LR})
+    trial.user_attrs.update(attrs)
+    study.add_trial(trial)
+
+
+def test_delete_refuses_a_study_a_live_worker_is_running(tmp_path: Path, capsys) -> None:
+    """A RUNNING trial whose worker is alive (or on another host: not provably gone) stops
+    `search delete` with one line naming the trial and its host; --force deletes and says what
+    that worker will see. A trial of a provably dead worker does not hold the delete back."""
+    import socket
+    import subprocess
+
+    from search.workers import worker_attrs
+
+    url = f"sqlite:///{tmp_path}/a.db"
+    make_study(url, n=2)  # trial 2 RUNNING without a worker, 3 WAITING
+    live = subprocess.Popen(["sleep", "60"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        host = socket.gethostname()
+        _running(url, "demo", {**worker_attrs(), "search.pid": dead.pid})
+        _running(url, "demo", {"search.host": host, "search.pid": live.pid})  # trial 5
+        _running(url, "demo", {"search.host": "gpu-node-7", "search.pid": 4242})  # trial 6
+        for args in ((), ("--yes",)):
+            code, _, err = cli(capsys, "delete", "demo", "--storage", url, *args)
+            assert_one_line_error(code, err, "not deleting study 'demo'", "trial 5 is RUNNING")
+            assert f"on {host} (pid {live.pid})" in err and "and 1 more trial" in err, err
+            assert "--force" in err, err
+        assert [s.study_name for s in _storage(url).get_all_studies()] == ["demo"]
+        code, out, err = cli(capsys, "delete", "demo", "--storage", url, "--yes", "--force")
+        assert code == 0, err
+        assert "deleted study 'demo' (7 trials)" in out, out
+        assert f"note: trial 5 was RUNNING on {host} (pid {live.pid}): that worker stops" in out
+        assert "was deleted from its storage while this worker ran it" in out
+        assert "note: trial 6 was RUNNING on gpu-node-7 (pid 4242)" in out
+        assert "trial 4" not in out  # its worker is gone
+        assert _storage(url).get_all_studies() == []
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_delete_removes_the_studys_local_state_and_reports_unsent_logs(
+    tmp_path: Path, capsys
+) -> None:
+    """Epoch checkpoints, keras-tuner state and the tracking spool of the deleted study go with
+    it (another study's stay); the spool's operations never sent are counted in the answer."""
+    from search.engines.keras_tuner import tuner_dir
+    from search.study import spool_root
+    from search.tracking.spool import Spool
+    from search.workers import checkpoint_root
+
+    url = f"sqlite:///{tmp_path}/a.db"
+    make_study(url, engine="keras-tuner")
+    make_study(url, "keep", n=1, engine="keras-tuner")
+    folders = {}
+    for name in ("demo", "keep"):
+        checkpoints = checkpoint_root(url, name) / "trial-3"
+        checkpoints.mkdir(parents=True)
+        (checkpoints / "state.json").write_text("{}")
+        tuner = tuner_dir(url, name)
+        tuner.mkdir(parents=True)
+        (tuner / "oracle.json").write_text("{}")
+        spool = Spool(spool_root(url, name))
+        entry = spool.new_entry("0123456789abcdef")
+        (entry.folder / "ops.jsonl").write_text(
+            "".join(json.dumps({"op": "log_metrics", "step": i}) + "\n" for i in range(5))
+        )
+        entry.mark_sent(2)  # 3 operations never sent
+        folders[name] = (checkpoint_root(url, name), tuner, spool.root)
+    code, out, err = cli(capsys, "delete", "demo", "--storage", url, "--yes")
+    assert code == 0, err
+    assert "3 tracking operations never sent from its spool discarded" in out, out
+    for folder in folders["demo"]:
+        assert not folder.exists(), folder
+    for folder in folders["keep"]:
+        assert folder.exists() and any(folder.iterdir()), folder
+    code, out, err = cli(capsys, "delete", "keep", "--storage", url, "--yes")
+    assert code == 0 and "3 tracking operations never sent" in out, err
+    for folder in folders["keep"]:  # no empty a.db.checkpoints (...) left behind
+        assert not folder.parent.exists(), folder.parent
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db"]
+
+
+@pytest.mark.slow
+def test_delete_under_a_running_worker_is_refused_then_forced(tmp_path: Path) -> None:
+    """A real worker training trial 0: `search delete --yes` refuses with one line naming the
+    trial and this host; `--force` deletes it (checkpoints of the running trial included) and the
+    worker stops with the one line it was told it would print, exit 2, no traceback."""
+    import socket
+    import subprocess
+
+    from tests.cli_helpers import Lines, cli_env, search_command
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    worker = subprocess.Popen(
+        search_command(
+            "run", "--study", "busy", "--trials", "2", "--epochs", "30", "--max-rows", "9000",
+            "--storage", storage, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+        ),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+    )  # fmt: skip
+    lines = Lines(worker)
+    try:
+        lines.wait_for("trial 0 epoch 1/", timeout=300)
+        refused = run_cli("delete", "busy", "--storage", storage, "--yes", cwd=tmp_path)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        (line,) = refused.stderr.strip().splitlines()
+        assert "not deleting study 'busy': trial 0 is RUNNING" in line, line
+        assert f"on {socket.gethostname()} (pid {worker.pid})" in line and "--force" in line
+        assert worker.poll() is None  # untouched: still training
+        forced = run_cli("delete", "busy", "--storage", storage, "--yes", "--force", cwd=tmp_path)
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        assert "deleted study 'busy' (1 trial)" in forced.stdout, forced.stdout
+        told = "study 'busy' was deleted from its storage while this worker ran it"
+        assert f"note: trial 0 was RUNNING on {socket.gethostname()}" in forced.stdout
+        assert told in forced.stdout, forced.stdout
+        output = lines.rest(timeout=300)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    stderr = lines.stderr()
+    assert worker.returncode == 2, output + stderr
+    assert "Traceback" not in output + stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.strip()]
+    assert errors == [
+        f"search run: error: {told} (search delete --force); nothing more is recorded"
+    ]
+
+
 # --------------------------------------------------------------------------- MLflow runs
 
 
