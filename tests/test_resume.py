@@ -5,6 +5,7 @@ with its first epochs' metrics copied to the new child run at their true steps."
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -200,3 +201,39 @@ def test_a_reused_pid_is_not_mistaken_for_the_worker(pid_reused: bool) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+_KILL_AT_FIRST_TRIAL_WRITE = """
+import os, signal
+import optuna.trial
+def _die(self, key, value):  # the trial exists (RUNNING), nothing of it is recorded yet
+    os.kill(os.getpid(), signal.SIGKILL)
+optuna.trial.Trial.set_user_attr = _die
+"""
+
+
+def test_a_trial_killed_before_its_worker_is_recorded_is_recognised_dead(tmp_path: Path) -> None:
+    """`kill -9` between a trial's creation and the recording of its worker leaves a RUNNING
+    trial with no attributes at all: the next `search run` on this host fails it at once (the
+    study's announced workers are all provably gone) instead of reporting "1 RUNNING" forever."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_KILL_AT_FIRST_TRIAL_WRITE)
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    killed = run_cli(*_args(tmp_path, "window", "2"), cwd=tmp_path, env={"PYTHONPATH": path})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    before = _study(tmp_path, "window")
+    assert [t.state.name for t in before.trials] == ["RUNNING"]
+    assert not any(key.startswith("search.") for key in before.trials[0].user_attrs)
+
+    again = run_cli(*_args(tmp_path, "window", "1"), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 trial(s) of a stopped worker marked FAIL" in again.stdout, again.stdout
+    assert "RUNNING" not in again.stdout, again.stdout
+    study = _study(tmp_path, "window")
+    assert study.trials[0].state.name == "FAIL"
+    assert "process is gone" in study.trials[0].user_attrs["fail_reason"]
+    assert [t.state.name for t in study.trials[1:]] in (["COMPLETE"], ["PRUNED"])
+    # the dead worker's announcement is forgotten once nothing unattributed is left
+    announced = study._storage.get_study_system_attrs(study._study_id)
+    assert not any(key.startswith("search.worker:") and value for key, value in announced.items())
