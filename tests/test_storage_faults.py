@@ -381,3 +381,56 @@ def test_four_jobs_on_one_postgresql_study_lose_and_duplicate_nothing(
     for trial in trials:
         assert trial.user_attrs["mlflow_run_id"] == run_ids[str(trial.number)], trial.number
     assert {r.data.tags.get("mlflow.parentRunId") for r in children} == {parents[0].info.run_id}
+
+
+# ------------------------------------------------------- a password in --storage stays secret
+
+
+@pytest.mark.slow
+def test_a_storage_password_reaches_no_record_and_no_terminal(
+    postgres_server, tmp_path: Path
+) -> None:
+    """The test PostgreSQL accepts any password, so a real study can carry one in --storage: it
+    shows in nothing printed, no file the study leaves (MLflow's store and artifacts, the spool,
+    checkpoints), no MLflow param or tag and no Optuna attribute."""
+    import json
+
+    from mlflow import MlflowClient
+
+    secret = f"pw-{uuid.uuid4().hex}"
+    plain = postgres_server.create_database(f"optuna_pw_{uuid.uuid4().hex[:8]}")
+    storage = plain.replace(f"//{postgres_server.user}@", f"//{postgres_server.user}:{secret}@")
+    assert secret in storage
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}  # the spool and checkpoints of a server URL
+    run = _cli(
+        "run", "--study", "secret", *TINY, "--storage", storage, "--tracking-uri", tracking,
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    listing = _cli("trials", "secret", "--storage", storage, cwd=tmp_path, env=env)
+    for result in (run, listing):
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert secret not in result.stdout + result.stderr
+    assert "secret" in listing.stdout and len(listing.stdout.splitlines()) == 2
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "mlflow.db" for p in files)
+    leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
+    assert leaked == [], leaked
+
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("secret")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2
+    parent = next(r for r in runs if r.data.tags.get("search.role") == "study")
+    assert parent.data.params["storage"] == storage.replace(secret, "***")
+    for found in runs:
+        text = json.dumps([found.data.params, found.data.tags], default=str)
+        assert secret not in text, text
+    study = optuna.load_study(study_name="secret", storage=open_storage(storage))
+    attrs = [
+        study.user_attrs,
+        study._storage.get_study_system_attrs(study._study_id),
+        [(t.user_attrs, t.system_attrs) for t in study.trials],
+    ]
+    assert secret not in json.dumps(attrs, default=str)
+    assert study.trials[0].state.name in ("COMPLETE", "PRUNED")
