@@ -738,3 +738,59 @@ def test_a_real_study_moves_to_a_journal_file(tmp_path: Path) -> None:
     assert len(after.stdout.splitlines()) == 3
     listing = run_cli("studies", "--storage", journal, cwd=tmp_path)
     assert listing.stdout.splitlines()[1].split()[:3] == ["tiny", "2", "2"], listing.stdout
+
+
+def test_sync_backfills_a_finished_trial_that_has_no_run(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A finished trial whose run is nowhere (its spool lost with its worker's disk) gets a run
+    rebuilt from its Optuna record by `search sync`, tagged search.backfilled; a trial with its
+    run gets none; running sync again adds nothing."""
+    from mlflow import MlflowClient
+
+    from search.tracking.base import SPOOL_PREFIX
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # fast to create (see above)
+    tracking = str(tmp_path / "mlruns")
+    parent, runs = _log_runs(tracking)  # trials 0..2 logged
+    url = f"sqlite:///{tmp_path}/a.db"
+    study = optuna.create_study(storage=_storage(url), study_name="demo")
+    for key, value in _record(mlflow_tracking_uri=tracking, mlflow_parent_run_id=parent).items():
+        study.set_user_attr(key, value)
+    for number in range(3):
+        trial = _trial(number)
+        trial.user_attrs["mlflow_run_id"] = runs[number]
+        study.add_trial(trial)
+    lost = _trial(3)  # COMPLETE; its run was only ever in a spool that is gone
+    lost.user_attrs["mlflow_run_id"] = SPOOL_PREFIX + "0123456789abcdef"
+    lost.user_attrs["param_count"] = 1234
+    study.add_trial(lost)
+    failed = _trial(7, TrialState.FAIL)  # trial 4: FAIL, no run id at all
+    failed.user_attrs.pop("mlflow_run_id")
+    study.add_trial(failed)
+
+    code, out, err = cli(capsys, "sync", "demo", "--storage", url)
+    assert code == 0, err
+    assert "trials 3, 4 given a run from their study record" in out, out
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("demo")
+    found = client.search_runs(
+        [experiment.experiment_id], "tags.`search.backfilled` = 'study-record'"
+    )
+    by_number = {int(r.data.tags["search.trial_number"]): r for r in found}
+    assert sorted(by_number) == [3, 4]
+    run = by_number[3]
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["search.state"] == "COMPLETE" and run.info.status == "FINISHED"
+    assert run.data.metrics["best_val_mae"] == pytest.approx(2.5 - 0.05 * 3)
+    assert run.data.metrics["param_count"] == 1234
+    assert run.data.params == {k: str(v) for k, v in lost.params.items()}
+    assert run.data.tags["search.spool_key"] == "0123456789abcdef"  # a late spool completes it
+    dead = by_number[4]
+    assert dead.data.tags["search.state"] == "FAIL" and dead.info.status == "FAILED"
+    assert dead.data.tags["search.fail_reason"] == "ValueError: the window does not fit"
+
+    code, out, err = cli(capsys, "sync", "demo", "--storage", url)
+    assert code == 0 and "given a run" not in out, out
+    total = client.search_runs([experiment.experiment_id])
+    assert len(total) == 1 + 3 + 2  # the parent, the three logged runs, the two backfilled
