@@ -145,19 +145,26 @@ def test_kill_9_then_resume_continues_the_dead_trial_at_its_epoch(tmp_path: Path
     assert "search.resumed_from_trial" not in study.trials[2].user_attrs
 
 
-def test_sigterm_records_the_trial_and_it_resumes(tmp_path: Path) -> None:
-    worker = _start_and_stop(tmp_path, "stopped", signal.SIGTERM, epoch=2)
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
+)
+def test_a_stop_signal_records_the_trial_and_it_resumes(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """SIGTERM (a scheduler) or SIGINT (Ctrl-C): the trial stops after its epoch, is recorded and
+    re-queued; the exit code is 128 + the signal (143, 130)."""
+    worker = _start_and_stop(tmp_path, "stopped", sig, epoch=2)
     worker.rest(timeout=120)
     stderr = worker.stderr()
-    assert worker.proc.returncode == 143, stderr
+    assert worker.proc.returncode == code, stderr
     lines = [line for line in stderr.splitlines() if line.startswith("search ")]
-    assert len(lines) == 1 and "stopped by SIGTERM" in lines[0], stderr
+    assert len(lines) == 1 and f"stopped by {sig.name}" in lines[0], stderr
     assert "Traceback" not in stderr
 
     study = _study(tmp_path, "stopped")
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "WAITING"], states  # recorded, and re-queued to resume
-    assert "interrupted by SIGTERM" in study.trials[0].user_attrs["fail_reason"]
+    assert f"interrupted by {sig.name}" in study.trials[0].user_attrs["fail_reason"]
     assert study.trials[1].user_attrs["search.resumed_from_trial"] == 0
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     child = client.get_run(study.trials[0].user_attrs["mlflow_run_id"])
@@ -237,3 +244,22 @@ def test_a_trial_killed_before_its_worker_is_recorded_is_recognised_dead(tmp_pat
     # the dead worker's announcement is forgotten once nothing unattributed is left
     announced = study._storage.get_study_system_attrs(study._study_id)
     assert not any(key.startswith("search.worker:") and value for key, value in announced.items())
+
+
+def test_a_second_sigint_stops_at_once(tmp_path: Path) -> None:
+    """Ctrl-C twice: the first asks the trial to stop after its epoch, the second stops the
+    process at once (the plain KeyboardInterrupt path, not the polite stop), still exit 130,
+    one line, no traceback."""
+    worker = _start_and_stop(tmp_path, "twice", signal.SIGINT, epoch=1)
+    time.sleep(0.3)
+    worker.proc.send_signal(signal.SIGINT)
+    second = time.monotonic()
+    worker.rest(timeout=120)
+    waited = time.monotonic() - second
+    stderr = worker.stderr()
+    assert worker.proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("search ")]
+    assert len(lines) == 1 and "search run: interrupted;" in lines[0], stderr
+    assert "stopped by SIGINT" not in stderr  # not the first signal's stop after the epoch
+    assert waited < 60, waited
