@@ -261,8 +261,8 @@ params:
   target_scaling: standard
 fixed: {epochs: 2, optimizer: adam, loss: mse, patience: 2, horizon_hours: 24, target_steps: 1}
 book:
-  source: "a test"
-  params: {units: 4, lookback_hours: 24, sampling_rate: 6, learning_rate: 0.005, batch_size: 128}
+  source: "a test (the book trial: the same network on raw targets)"
+  params: {}
 """
 
 
