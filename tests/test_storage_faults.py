@@ -405,7 +405,7 @@ def test_a_storage_password_reaches_no_record_and_no_terminal(
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}  # the spool and checkpoints of a server URL
     run = _cli(
         "run", "--study", "secret", *TINY, "--storage", storage, "--tracking-uri", tracking,
-        cwd=tmp_path, env=env,
+        cwd=tmp_path, env=env, timeout=600,
     )  # fmt: skip
     listing = _cli("trials", "secret", "--storage", storage, cwd=tmp_path, env=env)
     for result in (run, listing):
