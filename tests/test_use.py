@@ -206,7 +206,7 @@ def test_calendar_features_end_to_end(tmp_path: Path) -> None:
     assert best.number == 1, [(t.number, t.value) for t in study.trials]  # the calendar trial
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = best.user_attrs["mlflow_run_id"]
-    assert client.get_run(run_id).data.params["calendar_features"] == "True"
+    assert client.get_run(run_id).data.params["calendar_features"] == "true"
     local = client.download_artifacts(run_id, "model/model.keras", str(tmp_path))
     model = keras.models.load_model(local, compile=False, safe_mode=True)
     assert model.input_shape[-1] == 14 + 4
