@@ -374,6 +374,12 @@ _RETRIED = (
 _storage_class: Any = None
 
 
+def record_gone(exc: BaseException) -> bool:
+    """Whether Optuna refused because the study (or trial) is no longer in the storage: it was
+    deleted (`search delete --force`) while this worker ran it."""
+    return isinstance(exc, KeyError) and "Record does not exist" in str(exc)
+
+
 def _connection_lost(exc: BaseException) -> bool:
     """Whether an error means the database went away (a restart, a dropped connection, a busy
     SQLite file) rather than a bad request."""

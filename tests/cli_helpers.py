@@ -49,3 +49,91 @@ def run_cli(
         timeout=timeout,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - started)
+
+
+class Lines:
+    """A running process's stdout read line by line on a thread, so that a test waits for a line
+    with a deadline (a worker that falls silent fails the test instead of hanging it)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        import queue
+        import threading
+
+        assert proc.stdout is not None
+        self.proc = proc
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                self._queue.put(line)
+            self._queue.put(None)
+
+        self._thread = threading.Thread(target=pump, daemon=True)
+        self._thread.start()
+        self._ended = False
+        self._errors: list[str] = []
+        self._err_thread: threading.Thread | None = None
+        if proc.stderr is not None:  # drained too, so a chatty stderr never blocks the process
+            stderr = proc.stderr
+            self._err_thread = threading.Thread(
+                target=lambda: self._errors.extend(stderr), daemon=True
+            )
+            self._err_thread.start()
+
+    def stderr(self) -> str:
+        """What the process wrote to its stderr pipe (complete once :meth:`rest` returned)."""
+        return "".join(self._errors)
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        """The first line from now on holding ``text``; AssertionError (with what the process
+        printed) when it ends or ``timeout`` seconds pass first."""
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while not self._ended:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                self._ended = True
+                break
+            self.seen.append(line)
+            if text in line:
+                return line
+        why = "ended" if self._ended else f"printed nothing like it for {timeout:.0f} s"
+        raise AssertionError(
+            f"waiting for {text!r}: the process {why}:\n" + "".join(self.seen)[-4000:]
+        )
+
+    def rest(self, timeout: float) -> str:
+        """Everything the process prints until it exits (within ``timeout`` seconds, else
+        TimeoutExpired), including what was read so far."""
+        self.proc.wait(timeout=timeout)
+        self._thread.join(timeout=30)
+        if self._err_thread is not None:
+            self._err_thread.join(timeout=30)
+        while True:
+            line = self._queue.get_nowait() if not self._queue.empty() else None
+            if line is None:
+                break
+            self.seen.append(line)
+        return "".join(self.seen)
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
+    """Poll ``condition()`` until it returns something true (returned); AssertionError naming
+    ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)

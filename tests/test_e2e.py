@@ -83,7 +83,8 @@ def test_parent_and_child_runs(first_run, workdir: Path) -> None:
     assert {"study", "storage", "space_file", "data"} <= set(parent.data.params)
     assert "baseline_val_mae" in parent.data.metrics
     assert 0 < parent.data.metrics["linear_val_mae"] < 10  # the second yardstick
-    assert parent.data.metrics["best_val_mae"] > 0
+    study = _study(workdir)
+    assert parent.data.metrics["best_val_mae"] == pytest.approx(study.best_value)
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"data_report.json", "optimization_history.png", "architectures.png"} <= parent_files
 
@@ -110,6 +111,14 @@ def test_parent_and_child_runs(first_run, workdir: Path) -> None:
             "param_count",
         ):
             assert key in child.data.metrics, key
+        metrics = child.data.metrics
+        # the skills are what they claim: the trial's best val MAE against each yardstick
+        assert metrics["skill"] == pytest.approx(
+            1 - metrics["best_val_mae"] / metrics["baseline_mae"]
+        )
+        assert metrics["linear_skill"] == pytest.approx(
+            1 - metrics["best_val_mae"] / metrics["linear_mae"]
+        )
         history = client.get_metric_history(child.info.run_id, "val_mae")
         assert [m.step for m in history] == list(range(int(child.data.metrics["epochs_run"])))
         for key in ("loss", "mae", "val_loss"):
@@ -135,6 +144,16 @@ def test_parent_and_child_runs(first_run, workdir: Path) -> None:
         rows = list(csv.DictReader(io.StringIO(Path(text).read_text())))
         assert len(rows) == len(history)
         assert float(rows[0]["val_mae"]) == pytest.approx(history[0].value, rel=1e-5)
+
+
+def test_a_finished_study_leaves_no_checkpoint_folders(first_run, workdir: Path) -> None:
+    """Every trial finished: its epoch checkpoints are gone, and so are the folders that held
+    them (the study's and ``search-studies.db.checkpoints``)."""
+    from search.workers import checkpoint_root
+
+    folder = checkpoint_root(f"sqlite:///{workdir / 'search-studies.db'}", STUDY)
+    assert folder.parent == workdir / "search-studies.db.checkpoints"
+    assert not folder.parent.exists(), sorted(str(p) for p in folder.parent.rglob("*"))
 
 
 def test_optuna_records_link_to_mlflow(first_run, workdir: Path) -> None:
@@ -166,17 +185,57 @@ def test_second_run_continues_the_study(first_run, workdir: Path) -> None:
     listing = run_cli("trials", STUDY, cwd=workdir)
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
-    assert lines[0].split()[:4] == ["trial", "state", "val", "MAE"]
+    assert lines[0].split()[:5] == ["trial", "state", "val", "MAE", "(degC)"]
     assert len(lines) == 4
-    assert all(line.split()[1] in ("COMPLETE", "PRUNED", "FAIL") for line in lines[1:])
+    for line, trial in zip(lines[1:], study.trials, strict=True):  # each row is its trial
+        number, state, value, skill = line.split()[:4]
+        assert (int(number), state) == (trial.number, trial.state.name), line
+        shown = trial.value if trial.value is not None else min(trial.intermediate_values.values())
+        assert value == f"{shown:.3f}", (line, shown)
+        expected = trial.user_attrs.get("skill")
+        assert skill == ("-" if expected is None else f"{expected:+.1%}"), (line, expected)
+        for key, param in trial.params.items():
+            assert f"{key}=" in line, (line, key, param)
 
     best = run_cli("best", STUDY, "--evaluate-test", cwd=workdir)
     assert best.returncode == 0, best.stdout + best.stderr
     assert "test MAE" in best.stdout
     parent = _runs(_client(workdir))[0][0]
-    assert parent.data.metrics["test_mae"] > 0
-    assert parent.data.metrics["test_baseline_mae"] > 0
-    assert parent.data.metrics["test_linear_mae"] > 0 and "linear" in best.stdout
+    metrics = parent.data.metrics
+    assert metrics["test_linear_mae"] > 0 and "linear" in best.stdout
+    assert metrics["test_skill"] == pytest.approx(
+        1 - metrics["test_mae"] / metrics["test_baseline_mae"]
+    )
+    # the test figures recomputed independently: the best trial's windows of the test split
+    # cut by hand, "same as the last input" for the baseline, the model straight from MLflow
+    import keras
+    import numpy as np
+
+    import search.training.scaling  # noqa: F401  (the inverse-scaling layer)
+    from search.data.prepare import load_prepared
+    from search.data.splits import window_starts
+    from search.spaces import load_space
+
+    best_trial = study.best_trial
+    assert parent.data.tags["search.test_evaluated_trial"] == str(best_trial.number)
+    config = load_space("quick").resolve(
+        best_trial.params, book=bool(best_trial.user_attrs.get("book_config"))
+    )
+    _, prepared = load_prepared("jena-2020", max_rows=int(ROWS))
+    spec = config.window(6)
+    starts = window_starts(prepared, spec, "test")
+    assert len(starts) > 0
+    steps = np.arange(spec.sequence_length) * int(spec.sampling_rate)
+    truth = np.array([prepared.target[s + spec.delay] for s in starts], dtype=np.float64)
+    last = np.array([prepared.target[s + steps[-1]] for s in starts], dtype=np.float64)
+    assert metrics["test_baseline_mae"] == pytest.approx(np.abs(truth - last).mean(), rel=1e-6)
+    local = _client(workdir).download_artifacts(
+        best_trial.user_attrs["mlflow_run_id"], "model/model.keras", str(workdir / "best")
+    )
+    model = keras.models.load_model(local, compile=False, safe_mode=True)
+    inputs = np.stack([prepared.data[s + steps] for s in starts]).astype(np.float32)
+    forecast = model.predict(inputs, verbose=0)[:, 0].astype(np.float64)
+    assert metrics["test_mae"] == pytest.approx(np.abs(forecast - truth).mean(), rel=1e-3)
 
 
 def test_resuming_with_another_space_is_refused(first_run, workdir: Path) -> None:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 
 from search.storage import open_storage
-from tests.cli_helpers import cli_env, search_command
+from tests.cli_helpers import Lines, cli_env, search_command
 from tests.servers import start_postgres
 
 
@@ -38,16 +37,14 @@ def test_a_postgresql_restart_under_a_running_worker_loses_nothing(tmp_path: Pat
             text=True,
             env=cli_env(),
         )  # fmt: skip
-        assert worker.stdout is not None
-        seen: list[str] = []
-        deadline = time.monotonic() + 240
-        for line in worker.stdout:
-            seen.append(line)
-            if "trial 0 epoch 1/" in line or time.monotonic() > deadline:
-                break
+        lines = Lines(worker)
+        try:
+            lines.wait_for("trial 0 epoch 1/", timeout=300)
+        except AssertionError:
+            worker.kill()
+            raise
         server.restart(pause=5.0)  # every connection dropped; nothing listens for 5 s
-        rest, _ = worker.communicate(timeout=600)
-        output = "".join(seen) + rest
+        output = lines.rest(timeout=600)
         assert worker.returncode == 0, output
         assert "Traceback" not in output
         study = optuna.load_study(study_name="pg", storage=open_storage(storage))
@@ -126,3 +123,26 @@ def test_a_trial_that_diverges_or_runs_out_of_memory_fails_alone(
         run = MlflowClient(tracking_uri=tracking).get_run(trial.attrs["mlflow_run_id"])
         assert run.data.tags["search.fail_reason"] == why
         assert run.info.status == "FAILED"
+
+
+def test_the_cli_exits_1_after_max_consecutive_failures(tmp_path: Path) -> None:
+    """Through the CLI (as a scheduler sees it): trials that fail in a row stop the study after
+    --max-consecutive-failures, with exit code 1 (not 0: the study did not run its trials; not 2:
+    nothing was wrong with the command), the reason on stdout and no traceback."""
+    from tests.cli_helpers import run_cli
+
+    (tmp_path / "diverges.yaml").write_text(
+        FAILING_SPACE.format(name="diverges", why="diverges", units=8, learning_rate=1.0e12)
+    )
+    result = run_cli(
+        "run", "--space", "diverges.yaml", "--study", "diverges", "--trials", "5",
+        "--max-consecutive-failures", "2", "--max-rows", "6000", "--epochs", "2",
+        "--storage", f"sqlite:///{tmp_path / 's.db'}",
+        "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    assert "stopped: 2 trials failed in a row" in result.stdout, result.stdout
+    study = optuna.load_study(study_name="diverges", storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]  # and no third trial

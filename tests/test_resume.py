@@ -4,6 +4,8 @@ with its first epochs' metrics copied to the new child run at their true steps."
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import time
@@ -15,7 +17,7 @@ import pytest
 
 from search.storage import open_storage, resolve_storage_url
 from search.workers import checkpoint_root, worker_attrs, worker_is_gone
-from tests.cli_helpers import cli_env, run_cli, search_command
+from tests.cli_helpers import Lines, cli_env, run_cli, search_command, wait_until
 
 ROWS = "9000"
 EPOCHS = "8"
@@ -39,8 +41,9 @@ def _args(workdir: Path, study: str, trials: str) -> list[str]:
     ]
 
 
-def _start_and_stop(workdir: Path, study: str, sig: int, after: str) -> subprocess.Popen:
-    """Start a worker, wait until trial 0 has finished the epoch named by ``after``, signal it."""
+def _start_and_stop(workdir: Path, study: str, sig: int, epoch: int) -> Lines:
+    """Start a worker, wait until trial 0's checkpoint holds ``epoch`` finished epochs, signal
+    it. The epoch's line is printed before its checkpoint is saved: wait for the file."""
     worker = subprocess.Popen(
         search_command(*_args(workdir, study, "3")),
         cwd=workdir,
@@ -49,14 +52,24 @@ def _start_and_stop(workdir: Path, study: str, sig: int, after: str) -> subproce
         text=True,
         env=cli_env(),
     )
-    assert worker.stdout is not None
-    deadline = time.monotonic() + 240
-    for line in worker.stdout:
-        if after in line or time.monotonic() > deadline:
-            break
-    time.sleep(0.5)  # let the epoch's checkpoint land
+    lines = Lines(worker)
+    try:
+        lines.wait_for(f"trial 0 epoch {epoch}/", timeout=300)
+        state = checkpoint_root(f"sqlite:///{workdir / 'studies.db'}", study) / "trial-0"
+
+        def saved() -> bool:
+            try:
+                return json.loads((state / "state.json").read_text())["next_epoch"] >= epoch
+            except (OSError, ValueError, KeyError):
+                return False
+
+        wait_until(saved, timeout=120, what=f"trial 0's checkpoint of epoch {epoch}")
+    except BaseException:
+        worker.kill()
+        worker.wait(timeout=30)
+        raise
     worker.send_signal(sig)
-    return worker
+    return lines
 
 
 def _study(workdir: Path, study: str) -> optuna.Study:
@@ -90,12 +103,12 @@ def _check_resumed(workdir: Path, study: optuna.Study, dead: int, resumed: int) 
     folder = checkpoint_root(f"sqlite:///{workdir / 'studies.db'}", study.study_name)
     assert not (folder / f"trial-{dead}").exists()  # finished: checkpoints removed
     assert not (folder / f"trial-{resumed}").exists()
+    assert not folder.parent.exists()  # and no empty folder left behind
     return start
 
 
 def test_kill_9_then_resume_continues_the_dead_trial_at_its_epoch(tmp_path: Path) -> None:
-    worker = _start_and_stop(tmp_path, "killed", signal.SIGKILL, "trial 0 epoch 2/")
-    worker.wait(timeout=30)
+    _start_and_stop(tmp_path, "killed", signal.SIGKILL, epoch=2).rest(timeout=30)
     before = _study(tmp_path, "killed")
     assert [t.state.name for t in before.trials] == ["RUNNING"]
     folder = checkpoint_root(f"sqlite:///{tmp_path / 'studies.db'}", "killed")
@@ -132,18 +145,26 @@ def test_kill_9_then_resume_continues_the_dead_trial_at_its_epoch(tmp_path: Path
     assert "search.resumed_from_trial" not in study.trials[2].user_attrs
 
 
-def test_sigterm_records_the_trial_and_it_resumes(tmp_path: Path) -> None:
-    worker = _start_and_stop(tmp_path, "stopped", signal.SIGTERM, "trial 0 epoch 2/")
-    _, stderr = worker.communicate(timeout=120)
-    assert worker.returncode == 143, stderr
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
+)
+def test_a_stop_signal_records_the_trial_and_it_resumes(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """SIGTERM (a scheduler) or SIGINT (Ctrl-C): the trial stops after its epoch, is recorded and
+    re-queued; the exit code is 128 + the signal (143, 130)."""
+    worker = _start_and_stop(tmp_path, "stopped", sig, epoch=2)
+    worker.rest(timeout=120)
+    stderr = worker.stderr()
+    assert worker.proc.returncode == code, stderr
     lines = [line for line in stderr.splitlines() if line.startswith("search ")]
-    assert len(lines) == 1 and "stopped by SIGTERM" in lines[0], stderr
+    assert len(lines) == 1 and f"stopped by {sig.name}" in lines[0], stderr
     assert "Traceback" not in stderr
 
     study = _study(tmp_path, "stopped")
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "WAITING"], states  # recorded, and re-queued to resume
-    assert "interrupted by SIGTERM" in study.trials[0].user_attrs["fail_reason"]
+    assert f"interrupted by {sig.name}" in study.trials[0].user_attrs["fail_reason"]
     assert study.trials[1].user_attrs["search.resumed_from_trial"] == 0
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     child = client.get_run(study.trials[0].user_attrs["mlflow_run_id"])
@@ -187,3 +208,58 @@ def test_a_reused_pid_is_not_mistaken_for_the_worker(pid_reused: bool) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+_KILL_AT_FIRST_TRIAL_WRITE = """
+import os, signal
+import optuna.trial
+def _die(self, key, value):  # the trial exists (RUNNING), nothing of it is recorded yet
+    os.kill(os.getpid(), signal.SIGKILL)
+optuna.trial.Trial.set_user_attr = _die
+"""
+
+
+def test_a_trial_killed_before_its_worker_is_recorded_is_recognised_dead(tmp_path: Path) -> None:
+    """`kill -9` between a trial's creation and the recording of its worker leaves a RUNNING
+    trial with no attributes at all: the next `search run` on this host fails it at once (the
+    study's announced workers are all provably gone) instead of reporting "1 RUNNING" forever."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_KILL_AT_FIRST_TRIAL_WRITE)
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    killed = run_cli(*_args(tmp_path, "window", "2"), cwd=tmp_path, env={"PYTHONPATH": path})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    before = _study(tmp_path, "window")
+    assert [t.state.name for t in before.trials] == ["RUNNING"]
+    assert not any(key.startswith("search.") for key in before.trials[0].user_attrs)
+
+    again = run_cli(*_args(tmp_path, "window", "1"), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 trial(s) of a stopped worker marked FAIL" in again.stdout, again.stdout
+    assert "RUNNING" not in again.stdout, again.stdout
+    study = _study(tmp_path, "window")
+    assert study.trials[0].state.name == "FAIL"
+    assert "process is gone" in study.trials[0].user_attrs["fail_reason"]
+    assert [t.state.name for t in study.trials[1:]] in (["COMPLETE"], ["PRUNED"])
+    # the dead worker's announcement is forgotten once nothing unattributed is left
+    announced = study._storage.get_study_system_attrs(study._study_id)
+    assert not any(key.startswith("search.worker:") and value for key, value in announced.items())
+
+
+def test_a_second_sigint_stops_at_once(tmp_path: Path) -> None:
+    """Ctrl-C twice: the first asks the trial to stop after its epoch, the second stops the
+    process at once (the plain KeyboardInterrupt path, not the polite stop), still exit 130,
+    one line, no traceback."""
+    worker = _start_and_stop(tmp_path, "twice", signal.SIGINT, epoch=1)
+    time.sleep(0.3)
+    worker.proc.send_signal(signal.SIGINT)
+    second = time.monotonic()
+    worker.rest(timeout=120)
+    waited = time.monotonic() - second
+    stderr = worker.stderr()
+    assert worker.proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("search ")]
+    assert len(lines) == 1 and "search run: interrupted;" in lines[0], stderr
+    assert "stopped by SIGINT" not in stderr  # not the first signal's stop after the epoch
+    assert waited < 60, waited

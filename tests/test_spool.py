@@ -292,7 +292,7 @@ def test_a_tracking_server_outage_mid_study_loses_nothing(tmp_path: Path) -> Non
     from mlflow import MlflowClient
 
     from search.engines import open_engine
-    from tests.cli_helpers import cli_env, run_cli, search_command
+    from tests.cli_helpers import Lines, cli_env, run_cli, search_command
     from tests.servers import start_mlflow_server
 
     backend = f"sqlite:///{tmp_path / 'server.db'}"
@@ -309,15 +309,14 @@ def test_a_tracking_server_outage_mid_study_loses_nothing(tmp_path: Path) -> Non
             ),
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )  # fmt: skip
-        assert worker.stdout is not None
-        seen: list[str] = []
-        for line in worker.stdout:
-            seen.append(line)
-            if line.startswith("trial 1 "):  # trial 0 is done and logged
-                break
+        lines = Lines(worker)
+        try:
+            lines.wait_for("trial 1 (", timeout=300)  # trial 0 is done and logged
+        except AssertionError:
+            worker.kill()
+            raise
         server.stop()
-        rest, _ = worker.communicate(timeout=600)
-        output = "".join(seen) + rest
+        output = lines.rest(timeout=600)
         assert worker.returncode == 0, output
         assert "Traceback" not in output
         assert "tracking server unreachable" in output

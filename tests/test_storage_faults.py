@@ -20,7 +20,7 @@ import optuna
 import pytest
 
 from search.storage import open_storage
-from tests.cli_helpers import search_command
+from tests.cli_helpers import search_command, wait_until
 from tests.test_distributed import worker_env
 
 SEED_TRIALS = 3
@@ -82,6 +82,21 @@ def _cli(
         timeout=timeout,
         preexec_fn=preexec,
     )
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` holds ``path`` open (Linux /proc)."""
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if Path(os.readlink(fd)) == path.resolve():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -203,17 +218,22 @@ import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
 conn.execute("BEGIN EXCLUSIVE")  # no other connection may read or write
 print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
+if sys.argv[2] == "until-told":
+    sys.stdin.readline()
+else:
+    time.sleep(float(sys.argv[2]))
 conn.execute("ROLLBACK")
 print("released at", time.time(), flush=True)
 """
 
 
 @contextmanager
-def _locked(db: Path, hold: float) -> Iterator[subprocess.Popen]:
-    """Another process holding an exclusive write transaction on ``db`` for ``hold`` seconds."""
+def _locked(db: Path, hold: float | None) -> Iterator[subprocess.Popen]:
+    """Another process holding an exclusive write transaction on ``db`` for ``hold`` seconds
+    (None: until a line is written to its stdin)."""
     locker = subprocess.Popen(
-        [sys.executable, "-c", _LOCKER, str(db), str(hold)],
+        [sys.executable, "-c", _LOCKER, str(db), "until-told" if hold is None else str(hold)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -239,7 +259,7 @@ def test_a_lock_held_past_the_wait_fails_with_one_line_and_changes_nothing(
         run = _cli(
             "run", "--study", "seed", *TINY, "--storage", url,
             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path,
-            env={"SEARCH_STORAGE_TIMEOUT": "1"},
+            env={"SEARCH_STORAGE_TIMEOUT": "120"},
         )  # fmt: skip
         elapsed = time.monotonic() - started
     line = _assert_one_line_error(run, "is locked by another process", "SEARCH_STORAGE_TIMEOUT")
@@ -252,12 +272,39 @@ def test_a_lock_released_within_the_wait_is_waited_out(tmp_path: Path) -> None:
     """`search trials` waits where every command opens its storage (`search run` too)."""
     db = tmp_path / "s.db"
     url = _seed_study(db)
-    with _locked(db, hold=3) as locker:
-        result = _cli("trials", "seed", "--storage", url, cwd=tmp_path,
-                      env={"SEARCH_STORAGE_TIMEOUT": "60"})  # fmt: skip
-        ended = time.time()
-        assert locker.stdout is not None
-        released = locker.stdout.read().split()
+    with _locked(db, hold=None) as locker:
+        reader = subprocess.Popen(
+            search_command("trials", "seed", "--storage", url), cwd=tmp_path,
+            env={**worker_env(), "SEARCH_STORAGE_TIMEOUT": "120"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            # the lock goes away only once the reader (however slowly it starts) has been held up
+            # by it: the locked file open in the reader for 2 s on end
+            since: list[float] = []
+
+            def held_up() -> bool:
+                if reader.poll() is not None:
+                    raise AssertionError(
+                        f"`search trials` did not wait for the lock: {reader.communicate()}"
+                    )
+                if not _has_open(reader.pid, db):
+                    since.clear()
+                    return False
+                since.append(time.monotonic())
+                return since[-1] - since[0] >= 2.0
+
+            wait_until(held_up, timeout=240, what="`search trials` waiting on the locked s.db")
+            assert locker.stdin is not None and locker.stdout is not None
+            locker.stdin.write("release\n")
+            locker.stdin.flush()
+            released = locker.stdout.read().split()
+            stdout, stderr = reader.communicate(timeout=120)
+            ended = time.time()
+        finally:
+            if reader.poll() is None:
+                reader.kill()
+    result = subprocess.CompletedProcess(reader.args, reader.returncode, stdout, stderr)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert released[:2] == ["released", "at"] and ended > float(released[2]), "it did not wait"
@@ -334,3 +381,56 @@ def test_four_jobs_on_one_postgresql_study_lose_and_duplicate_nothing(
     for trial in trials:
         assert trial.user_attrs["mlflow_run_id"] == run_ids[str(trial.number)], trial.number
     assert {r.data.tags.get("mlflow.parentRunId") for r in children} == {parents[0].info.run_id}
+
+
+# ------------------------------------------------------- a password in --storage stays secret
+
+
+@pytest.mark.slow
+def test_a_storage_password_reaches_no_record_and_no_terminal(
+    postgres_server, tmp_path: Path
+) -> None:
+    """The test PostgreSQL accepts any password, so a real study can carry one in --storage: it
+    shows in nothing printed, no file the study leaves (MLflow's store and artifacts, the spool,
+    checkpoints), no MLflow param or tag and no Optuna attribute."""
+    import json
+
+    from mlflow import MlflowClient
+
+    secret = f"pw-{uuid.uuid4().hex}"
+    plain = postgres_server.create_database(f"optuna_pw_{uuid.uuid4().hex[:8]}")
+    storage = plain.replace(f"//{postgres_server.user}@", f"//{postgres_server.user}:{secret}@")
+    assert secret in storage
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}  # the spool and checkpoints of a server URL
+    run = _cli(
+        "run", "--study", "secret", *TINY, "--storage", storage, "--tracking-uri", tracking,
+        cwd=tmp_path, env=env, timeout=600,
+    )  # fmt: skip
+    listing = _cli("trials", "secret", "--storage", storage, cwd=tmp_path, env=env)
+    for result in (run, listing):
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert secret not in result.stdout + result.stderr
+    assert len(listing.stdout.splitlines()) == 2, listing.stdout  # the header and trial 0
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "mlflow.db" for p in files)
+    leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
+    assert leaked == [], leaked
+
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("secret")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2
+    parent = next(r for r in runs if r.data.tags.get("search.role") == "study")
+    assert parent.data.params["storage"] == storage.replace(secret, "***")
+    for found in runs:
+        text = json.dumps([found.data.params, found.data.tags], default=str)
+        assert secret not in text, text
+    study = optuna.load_study(study_name="secret", storage=open_storage(storage))
+    attrs = [
+        study.user_attrs,
+        study._storage.get_study_system_attrs(study._study_id),
+        [(t.user_attrs, t.system_attrs) for t in study.trials],
+    ]
+    assert secret not in json.dumps(attrs, default=str)
+    assert study.trials[0].state.name in ("COMPLETE", "PRUNED")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
@@ -11,7 +12,7 @@ import pytest
 from search.errors import SearchError, StorageError
 from search.storage import open_storage, resolve_storage_url
 from search.study import StudyRequest, run_study
-from tests.cli_helpers import cli_env, search_command
+from tests.cli_helpers import Lines, cli_env, search_command
 
 
 def _options(tmp_path: Path, storage: str, **kw) -> StudyRequest:
@@ -153,12 +154,12 @@ def test_resume_after_a_crash_on_another_host_waits_for_the_heartbeat(
         text=True,
         env=cli_env(),
     )
-    deadline = time.monotonic() + 180
-    for line in worker.stdout:  # wait until trial 0 is training, then kill the worker hard
-        if "trial 0 epoch 1/" in line or time.monotonic() > deadline:
-            break
-    worker.send_signal(signal.SIGKILL)
-    worker.wait(timeout=30)
+    printed = Lines(worker)
+    try:  # wait until trial 0 is training, then kill the worker hard
+        printed.wait_for("trial 0 epoch 1/", timeout=300)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        printed.rest(timeout=30)
     crashed = optuna.load_study(study_name="crash", storage=storage)
     assert crashed.trials[0].state == optuna.trial.TrialState.RUNNING
 
@@ -203,4 +204,17 @@ def test_a_space_whose_longest_lookback_leaves_no_test_window_is_refused(tmp_pat
         run_study(_options(tmp_path, url, max_rows=7000))
     message = str(caught.value)
     assert "lookback_hours 168" in message and "test split" in message, message
+    # it says why 1,750 rows hold no window of a 1,147-row span (the book's arithmetic keeps the
+    # delay of 167 x 6 + 144 = 1,146 rows out of the inputs: 1,003 input rows + 1,146 = 2,149),
+    # and how many rows of data would do: the fewest whose test quarter holds 2,149 rows
+    assert "the test split has 1750 rows" in message, message
+    assert "1003 input rows plus that delay of 1146 rows inside the split, 2149 rows" in message
+    assert "399 more than it has" in message, message
+    enough = int(re.search(r"\(([\d,]+) rows would do\)", message).group(1).replace(",", ""))
+
+    def test_rows(n: int) -> int:
+        return n - int(0.5 * n) - int(0.25 * n)
+
+    assert test_rows(enough) >= 2149 > test_rows(enough - 1), enough
+    assert "\n" not in message
     assert optuna.get_all_study_summaries(open_storage(resolve_storage_url(url))) == []

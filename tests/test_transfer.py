@@ -489,6 +489,141 @@ def test_delete_asks_first(tmp_path: Path, capsys, monkeypatch) -> None:
     assert _storage(url).get_all_studies() == []
 
 
+def _running(url: str, name: str, attrs: dict[str, Any]) -> None:
+    """Add a RUNNING trial whose worker is ``attrs``."""
+    study = optuna.load_study(study_name=name, storage=_storage(url))
+    trial = create_trial(state=TrialState.RUNNING, params={"lr": 0.01}, distributions={"lr": LR})
+    trial.user_attrs.update(attrs)
+    study.add_trial(trial)
+
+
+def test_delete_refuses_a_study_a_live_worker_is_running(tmp_path: Path, capsys) -> None:
+    """A RUNNING trial whose worker is alive (or on another host: not provably gone) stops
+    `search delete` with one line naming the trial and its host; --force deletes and says what
+    that worker will see. A trial of a provably dead worker does not hold the delete back."""
+    import socket
+    import subprocess
+
+    from search.workers import worker_attrs
+
+    url = f"sqlite:///{tmp_path}/a.db"
+    make_study(url, n=2)  # trial 2 RUNNING without a worker, 3 WAITING
+    live = subprocess.Popen(["sleep", "60"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        host = socket.gethostname()
+        _running(url, "demo", {**worker_attrs(), "search.pid": dead.pid})
+        _running(url, "demo", {"search.host": host, "search.pid": live.pid})  # trial 5
+        _running(url, "demo", {"search.host": "gpu-node-7", "search.pid": 4242})  # trial 6
+        for args in ((), ("--yes",)):
+            code, _, err = cli(capsys, "delete", "demo", "--storage", url, *args)
+            assert_one_line_error(code, err, "not deleting study 'demo'", "trial 5 is RUNNING")
+            assert f"on {host} (pid {live.pid})" in err and "and 1 more trial" in err, err
+            assert "--force" in err, err
+        assert [s.study_name for s in _storage(url).get_all_studies()] == ["demo"]
+        code, out, err = cli(capsys, "delete", "demo", "--storage", url, "--yes", "--force")
+        assert code == 0, err
+        assert "deleted study 'demo' (7 trials)" in out, out
+        assert f"note: trial 5 was RUNNING on {host} (pid {live.pid}): that worker stops" in out
+        assert "was deleted from its storage while this worker ran it" in out
+        assert "note: trial 6 was RUNNING on gpu-node-7 (pid 4242)" in out
+        assert "trial 4" not in out  # its worker is gone
+        assert _storage(url).get_all_studies() == []
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_delete_removes_the_studys_local_state_and_reports_unsent_logs(
+    tmp_path: Path, capsys
+) -> None:
+    """Epoch checkpoints, keras-tuner state and the tracking spool of the deleted study go with
+    it (another study's stay); the spool's operations never sent are counted in the answer."""
+    from search.engines.keras_tuner import tuner_dir
+    from search.study import spool_root
+    from search.tracking.spool import Spool
+    from search.workers import checkpoint_root
+
+    url = f"sqlite:///{tmp_path}/a.db"
+    make_study(url, engine="keras-tuner")
+    make_study(url, "keep", n=1, engine="keras-tuner")
+    folders = {}
+    for name in ("demo", "keep"):
+        checkpoints = checkpoint_root(url, name) / "trial-3"
+        checkpoints.mkdir(parents=True)
+        (checkpoints / "state.json").write_text("{}")
+        tuner = tuner_dir(url, name)
+        tuner.mkdir(parents=True)
+        (tuner / "oracle.json").write_text("{}")
+        spool = Spool(spool_root(url, name))
+        entry = spool.new_entry("0123456789abcdef")
+        (entry.folder / "ops.jsonl").write_text(
+            "".join(json.dumps({"op": "log_metrics", "step": i}) + "\n" for i in range(5))
+        )
+        entry.mark_sent(2)  # 3 operations never sent
+        folders[name] = (checkpoint_root(url, name), tuner, spool.root)
+    code, out, err = cli(capsys, "delete", "demo", "--storage", url, "--yes")
+    assert code == 0, err
+    assert "3 tracking operations never sent from its spool discarded" in out, out
+    for folder in folders["demo"]:
+        assert not folder.exists(), folder
+    for folder in folders["keep"]:
+        assert folder.exists() and any(folder.iterdir()), folder
+    code, out, err = cli(capsys, "delete", "keep", "--storage", url, "--yes")
+    assert code == 0 and "3 tracking operations never sent" in out, err
+    for folder in folders["keep"]:  # no empty a.db.checkpoints (...) left behind
+        assert not folder.parent.exists(), folder.parent
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db"]
+
+
+@pytest.mark.slow
+def test_delete_under_a_running_worker_is_refused_then_forced(tmp_path: Path) -> None:
+    """A real worker training trial 0: `search delete --yes` refuses with one line naming the
+    trial and this host; `--force` deletes it (checkpoints of the running trial included) and the
+    worker stops with the one line it was told it would print, exit 2, no traceback."""
+    import socket
+    import subprocess
+
+    from tests.cli_helpers import Lines, cli_env, search_command
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    worker = subprocess.Popen(
+        search_command(
+            "run", "--study", "busy", "--trials", "2", "--epochs", "30", "--max-rows", "9000",
+            "--storage", storage, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+        ),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+    )  # fmt: skip
+    lines = Lines(worker)
+    try:
+        lines.wait_for("trial 0 epoch 1/", timeout=300)
+        refused = run_cli("delete", "busy", "--storage", storage, "--yes", cwd=tmp_path)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        (line,) = refused.stderr.strip().splitlines()
+        assert "not deleting study 'busy': trial 0 is RUNNING" in line, line
+        assert f"on {socket.gethostname()} (pid {worker.pid})" in line and "--force" in line
+        assert worker.poll() is None  # untouched: still training
+        forced = run_cli("delete", "busy", "--storage", storage, "--yes", "--force", cwd=tmp_path)
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        assert "deleted study 'busy' (1 trial)" in forced.stdout, forced.stdout
+        told = "study 'busy' was deleted from its storage while this worker ran it"
+        assert f"note: trial 0 was RUNNING on {socket.gethostname()}" in forced.stdout
+        assert told in forced.stdout, forced.stdout
+        output = lines.rest(timeout=300)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    stderr = lines.stderr()
+    assert worker.returncode == 2, output + stderr
+    assert "Traceback" not in output + stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.strip()]
+    assert errors == [
+        f"search run: error: {told} (search delete --force); nothing more is recorded"
+    ]
+
+
 # --------------------------------------------------------------------------- MLflow runs
 
 
@@ -603,3 +738,59 @@ def test_a_real_study_moves_to_a_journal_file(tmp_path: Path) -> None:
     assert len(after.stdout.splitlines()) == 3
     listing = run_cli("studies", "--storage", journal, cwd=tmp_path)
     assert listing.stdout.splitlines()[1].split()[:3] == ["tiny", "2", "2"], listing.stdout
+
+
+def test_sync_backfills_a_finished_trial_that_has_no_run(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A finished trial whose run is nowhere (its spool lost with its worker's disk) gets a run
+    rebuilt from its Optuna record by `search sync`, tagged search.backfilled; a trial with its
+    run gets none; running sync again adds nothing."""
+    from mlflow import MlflowClient
+
+    from search.tracking.base import SPOOL_PREFIX
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # fast to create (see above)
+    tracking = str(tmp_path / "mlruns")
+    parent, runs = _log_runs(tracking)  # trials 0..2 logged
+    url = f"sqlite:///{tmp_path}/a.db"
+    study = optuna.create_study(storage=_storage(url), study_name="demo")
+    for key, value in _record(mlflow_tracking_uri=tracking, mlflow_parent_run_id=parent).items():
+        study.set_user_attr(key, value)
+    for number in range(3):
+        trial = _trial(number)
+        trial.user_attrs["mlflow_run_id"] = runs[number]
+        study.add_trial(trial)
+    lost = _trial(3)  # COMPLETE; its run was only ever in a spool that is gone
+    lost.user_attrs["mlflow_run_id"] = SPOOL_PREFIX + "0123456789abcdef"
+    lost.user_attrs["param_count"] = 1234
+    study.add_trial(lost)
+    failed = _trial(7, TrialState.FAIL)  # trial 4: FAIL, no run id at all
+    failed.user_attrs.pop("mlflow_run_id")
+    study.add_trial(failed)
+
+    code, out, err = cli(capsys, "sync", "demo", "--storage", url)
+    assert code == 0, err
+    assert "trials 3, 4 given a run from their study record" in out, out
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("demo")
+    found = client.search_runs(
+        [experiment.experiment_id], "tags.`search.backfilled` = 'study-record'"
+    )
+    by_number = {int(r.data.tags["search.trial_number"]): r for r in found}
+    assert sorted(by_number) == [3, 4]
+    run = by_number[3]
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["search.state"] == "COMPLETE" and run.info.status == "FINISHED"
+    assert run.data.metrics["best_val_mae"] == pytest.approx(2.5 - 0.05 * 3)
+    assert run.data.metrics["param_count"] == 1234
+    assert run.data.params == {k: str(v) for k, v in lost.params.items()}
+    assert run.data.tags["search.spool_key"] == "0123456789abcdef"  # a late spool completes it
+    dead = by_number[4]
+    assert dead.data.tags["search.state"] == "FAIL" and dead.info.status == "FAILED"
+    assert dead.data.tags["search.fail_reason"] == "ValueError: the window does not fit"
+
+    code, out, err = cli(capsys, "sync", "demo", "--storage", url)
+    assert code == 0 and "given a run" not in out, out
+    total = client.search_runs([experiment.experiment_id])
+    assert len(total) == 1 + 3 + 2  # the parent, the three logged runs, the two backfilled

@@ -39,14 +39,6 @@ TRIALS = 2
 EPOCHS = 2
 
 
-def _cli_available() -> bool:
-    try:
-        import search.cli  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _log_with_cli(study: str, storage: str, tracking_uri: str, workdir: Path) -> None:
     env = {
         k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE")
@@ -75,44 +67,16 @@ def _log_with_cli(study: str, storage: str, tracking_uri: str, workdir: Path) ->
         tracking_uri,
     ]
     result = subprocess.run(
-        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=1200
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
-def _log_with_client(study: str, tracking_uri: str) -> None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiment_id = client.create_experiment(study)
-    parent = client.create_run(
-        experiment_id, run_name=study, tags={"search.role": "study", "search.study": study}
-    )
-    for number in range(TRIALS):
-        child = client.create_run(
-            experiment_id,
-            run_name=f"trial-{number}",
-            tags={
-                "mlflow.parentRunId": parent.info.run_id,
-                "search.trial_number": str(number),
-                "search.state": "COMPLETE",
-            },
-        )
-        for epoch in range(EPOCHS):
-            for name, value in (("loss", 1.0), ("mae", 0.9), ("val_loss", 1.1), ("val_mae", 1.0)):
-                client.log_metric(child.info.run_id, name, value / (epoch + 1 + number), step=epoch)
-        client.set_terminated(child.info.run_id)
-    client.set_terminated(parent.info.run_id)
 
 
 @pytest.fixture()
 def logged_study(postgres_server, mlflow_server, tmp_path) -> str:
     study = f"ui-study-{uuid.uuid4().hex[:6]}"
-    if _cli_available():
-        storage = postgres_server.create_database(f"optuna_ui_{uuid.uuid4().hex[:8]}")
-        _log_with_cli(study, storage, mlflow_server, tmp_path)
-    else:
-        _log_with_client(study, mlflow_server)
+    storage = postgres_server.create_database(f"optuna_ui_{uuid.uuid4().hex[:8]}")
+    _log_with_cli(study, storage, mlflow_server, tmp_path)
     return study
 
 

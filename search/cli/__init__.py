@@ -437,7 +437,17 @@ def _cmd_run(args: argparse.Namespace, verbose: bool) -> int:
     interrupt.install()  # a first SIGINT/SIGTERM stops after the current epoch
     from search.study import run_study
 
-    outcome = run_study(request)
+    try:
+        outcome = run_study(request)
+    except KeyError as exc:
+        from search.storage import record_gone
+
+        if not record_gone(exc):
+            raise
+        raise SearchError(
+            f"study {plan.study!r} was deleted from its storage while this worker ran it "
+            "(search delete --force); nothing more is recorded"
+        ) from None
     for line in outcome_lines(outcome):
         print(line, flush=True)
     return 1 if outcome.stopped_for_failures else 0

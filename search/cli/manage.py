@@ -53,6 +53,12 @@ def add_commands(commands: Any) -> None:
     delete.add_argument(
         "--yes", "-y", action="store_true", help="do not ask (needed when stdin is not a terminal)"
     )
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="delete it even while a worker runs one of its trials (that worker then stops with "
+        "an error: its study is gone)",
+    )
     _verbose_flag(delete)
 
     export = commands.add_parser(
@@ -235,6 +241,31 @@ def _when(moment: datetime | None) -> str:
 # --------------------------------------------------------------------------- delete
 
 
+def _remove_tree(folder: Path) -> None:
+    """Remove a study's local folder, and the folder holding it when that is left empty
+    (``studies.db.checkpoints``)."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()
+    except OSError:
+        pass  # other studies' folders, or none
+
+
+def _running_elsewhere(storage: str, study: str) -> list[tuple[int, str]]:
+    """The study's RUNNING trials whose worker is recorded and not provably gone: (number,
+    "on HOST (pid PID)")."""
+    from search.engines.transfer import running_trials
+    from search.workers import worker_is_gone
+
+    return [
+        (number, f"on {attrs['search.host']} (pid {attrs.get('search.pid', '?')})")
+        for number, attrs in running_trials(storage, study)
+        if attrs.get("search.host") and not worker_is_gone(attrs)
+    ]
+
+
 def _cmd_delete(args: argparse.Namespace) -> int:
     from search.engines.transfer import delete_study, describe_study
     from search.record import StudyRecord, validate_study_name
@@ -243,6 +274,15 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     storage = _existing_storage(args.storage, writable=True)
     n_trials, attrs = describe_study(storage, args.study)
     where = redact(storage)
+    running = _running_elsewhere(storage, args.study)
+    if running and not args.force:
+        number, worker = running[0]
+        more = f" (and {_plural(len(running) - 1, 'more trial')})" if len(running) > 1 else ""
+        raise SearchError(
+            f"not deleting study {args.study!r}: trial {number} is RUNNING {worker}{more}; stop "
+            "that worker first, or pass --force (the worker then stops with an error: its study "
+            "was deleted)"
+        )
     if not args.yes:
         if not sys.stdin.isatty():
             raise SearchError(
@@ -261,27 +301,30 @@ def _cmd_delete(args: argparse.Namespace) -> int:
             return EXIT_ABORTED
     deleted = delete_study(storage, args.study)
     record = StudyRecord.from_attrs(attrs)
-    import shutil
-
     from search.workers import checkpoint_root
 
-    shutil.rmtree(checkpoint_root(storage, args.study), ignore_errors=True)  # epoch checkpoints
+    _remove_tree(checkpoint_root(storage, args.study))  # epoch checkpoints
     from search.study import spool_root
     from search.tracking.spool import Spool
 
     spool = Spool(spool_root(storage, args.study))
     unsent = spool.backlog()[1]
-    shutil.rmtree(spool.root, ignore_errors=True)  # logs for runs of a study that is gone
+    _remove_tree(spool.root)  # logs for runs of a study that is gone
     if record.engine == "keras-tuner":  # the oracle's state and Hyperband's checkpoints
         from search.engines.keras_tuner import tuner_dir
 
-        shutil.rmtree(tuner_dir(storage, args.study), ignore_errors=True)
+        _remove_tree(tuner_dir(storage, args.study))
     kept = "its MLflow runs are kept"
     if record.mlflow_tracking_uri:
         kept += f" (experiment {args.study!r} in {redact(record.mlflow_tracking_uri)})"
     if unsent:
         kept += f"; {_plural(unsent, 'tracking operation')} never sent from its spool discarded"
     print(f"deleted study {args.study!r} ({_plural(deleted, 'trial')}) from {where}; {kept}")
+    for number, worker in running:
+        print(
+            f"note: trial {number} was RUNNING {worker}: that worker stops with the error "
+            f'"study {args.study!r} was deleted from its storage while this worker ran it"'
+        )
     return 0
 
 

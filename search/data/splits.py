@@ -187,12 +187,62 @@ class ChronologicalSplit(SplitPolicy):
         if spec.target_steps > 1:
             num = min(num, n - (spec.span - 1) - start)
         if num <= 0:
+            rows = last_row - start + 1
+            inputs = (length - 1) * rate + 1
+            if end is None:  # the test split: data[:-delay] keeps the last rows out of inputs
+                need = inputs + delay
+                why = (
+                    f"the book's window arithmetic (Keras' timeseries_dataset_from_array on the "
+                    f"series without its last {delay} rows, the delay from a window's first input "
+                    f"to its target) needs a window's {inputs} input rows plus that delay of "
+                    f"{delay} rows inside the split, {need} rows"
+                )
+            else:
+                need = inputs
+                why = f"a window's first input must lie in the split, {need} rows before its end"
+            if spec.target_steps > 1 and need < spec.span:
+                need = spec.span
+                why += f" (its {spec.target_steps} targets: {need} rows)"
+            enough = self._rows_for(layout, spec, split)
             raise DataError(
-                f"series too short for {geometry}: the {split} split has "
-                f"{last_row - start + 1} rows (rows {start}..{last_row} of {n}), which hold no "
-                "complete window; use a shorter lookback/horizon or more data"
+                f"series too short for {geometry}: the {split} split has {rows} rows (rows "
+                f"{start}..{last_row} of {n}), which hold no complete window: {why}, "
+                f"{need - rows} more than it has; use a shorter lookback/horizon or more data "
+                f"({enough:,} rows would do)"
             )
         return np.arange(start, start + num, dtype=np.int64)
+
+    def _count(self, n_rows: int, spec: WindowSpec, split: str) -> int:
+        """How many windows ``split`` holds in a series of ``n_rows`` rows (<= 0: none)."""
+        try:
+            layout = self.layout(n_rows, spec.steps_per_hour)
+        except DataError:
+            return 0
+        ((start, end_row),) = layout._ranges(split)
+        length, rate, delay = spec.sequence_length, int(spec.sampling_rate), spec.delay
+        data_len = n_rows - delay
+        stop = data_len if split == "test" else end_row
+        if data_len <= 0 or rate >= data_len or start >= data_len:
+            return 0
+        if stop >= data_len + (split == "test"):
+            return 0
+        num = min(stop - start - (length - 1) * rate, data_len)
+        if spec.target_steps > 1:
+            num = min(num, n_rows - (spec.span - 1) - start)
+        return num
+
+    def _rows_for(self, layout: SplitLayout, spec: WindowSpec, split: str) -> int:
+        """The fewest rows of a series whose ``split`` holds a complete window (this policy)."""
+        low, high = layout.n_rows, max(layout.n_rows, 2)
+        while self._count(high, spec, split) <= 0:
+            low, high = high, high * 2
+        while high - low > 1:  # _count(low) <= 0 < _count(high)
+            middle = (low + high) // 2
+            if self._count(middle, spec, split) > 0:
+                high = middle
+            else:
+                low = middle
+        return high
 
 
 class BlockedSplit(SplitPolicy):

@@ -6,8 +6,10 @@ Also the space-to-Optuna translation (``suggest``, ``distributions``) and Optuna
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 import optuna
@@ -26,6 +28,10 @@ from search.engines.base import (
 from search.errors import SearchError
 from search.spaces import FloatParam, IntParam
 from search.storage import open_storage
+from search.workers import worker_attrs
+
+_WORKER_KEY = "search.worker:"
+_WORKER_FIELDS = ("search.host", "search.pid", "search.pid_started")
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -313,7 +319,11 @@ class OptunaEngine(Engine):
         timeout: float | None,
         on_trial_end: Callable[[TrialSummary], None] | None = None,
     ) -> None:
+        worker = worker_attrs()
+
         def run(trial: optuna.Trial) -> float:
+            for key, value in worker.items():  # first thing: a later run can tell if we died
+                trial.set_user_attr(key, value)
             trial.set_user_attr("search.engine", self.name)
             try:
                 return objective(OptunaTrialHandle(trial))
@@ -323,14 +333,33 @@ class OptunaEngine(Engine):
         callbacks = []
         if on_trial_end is not None:
             callbacks.append(lambda _study, trial: on_trial_end(summary(trial)))
-        self.study.optimize(
-            run,
-            n_trials=n_trials,
-            timeout=timeout,
-            catch=(Exception,),
-            callbacks=callbacks,
-            gc_after_trial=False,  # the objective frees each trial's model (clear_session)
-        )
+        self._announce(worker, worker)
+        try:
+            self.study.optimize(
+                run,
+                n_trials=n_trials,
+                timeout=timeout,
+                catch=(Exception,),
+                callbacks=callbacks,
+                gc_after_trial=False,  # the objective frees each trial's model (clear_session)
+            )
+        finally:
+            self._announce(worker, None)  # a clean end: no trial of ours is left unattributed
+
+    # -- the workers that may create trials (a trial killed between its creation and the
+    # recording of its worker has no attributes: the announced workers tell whether it is dead)
+
+    def _study_id(self) -> int:
+        return self.storage.get_study_id_from_name(self.study.study_name)
+
+    def _announce(self, worker: Mapping[str, Any], value: Any) -> None:
+        key = _WORKER_KEY + ":".join(str(worker.get(k)) for k in _WORKER_FIELDS)
+        with contextlib.suppress(Exception):  # bookkeeping: never the reason a study fails
+            self.storage.set_study_system_attr(self._study_id(), key, value)
+
+    def _announced(self) -> list[dict[str, Any]]:
+        attrs = self.storage.get_study_system_attrs(self._study_id())
+        return [dict(v) for k, v in attrs.items() if k.startswith(_WORKER_KEY) and v]
 
     # -- trials driven one by one (another engine's proposals, recorded here)
 
@@ -386,8 +415,20 @@ class OptunaEngine(Engine):
     def fail_dead(self, is_dead: Callable[[TrialSummary], bool], reason: str) -> list[TrialSummary]:
         failed = []
         study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        workers: list[dict[str, Any]] | None = None
+        unattributed = 0
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not is_dead(summary(trial)):
+            found = summary(trial)
+            if not any(key in found.attrs for key in _WORKER_FIELDS):
+                # killed between its creation and the recording of its worker: dead when every
+                # worker that may have created it (those announced and not ended cleanly) is
+                workers = self._announced() if workers is None else workers
+                if not workers or not all(
+                    is_dead(replace(found, attrs=worker)) for worker in workers
+                ):
+                    unattributed += 1
+                    continue
+            elif not is_dead(found):
                 continue
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
             try:
@@ -396,6 +437,10 @@ class OptunaEngine(Engine):
             except RuntimeError:  # another worker failed it first
                 continue
             failed.append(summary(self.storage.get_trial(trial_id)))
+        if workers and not unattributed:  # forget the dead workers' announcements
+            for worker in workers:
+                if is_dead(TrialSummary(-1, "RUNNING", None, {}, attrs=worker)):
+                    self._announce(worker, None)
         return failed
 
     def fail_running(self) -> list[TrialSummary]:

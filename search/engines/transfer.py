@@ -156,6 +156,16 @@ def describe_study(storage_url: str, name: str) -> tuple[int, dict[str, Any]]:
     return storage.get_n_trials(study_id), storage.get_study_user_attrs(study_id)
 
 
+def running_trials(storage_url: str, name: str) -> list[tuple[int, dict[str, Any]]]:
+    """The study's RUNNING trials: (number, user attributes: the worker running it, if known)."""
+    storage = _storage(storage_url)
+    study_id = _study_id(storage, storage_url, name)
+    return [
+        (t.number, dict(t.user_attrs))
+        for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+    ]
+
+
 def delete_study(storage_url: str, name: str) -> int:
     """Delete the study (every trial, attribute and parameter) from the storage; returns how many
     trials it held."""

@@ -7,11 +7,13 @@ their runs. Only this module imports mlflow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,88 @@ HTTP_BOUNDS = {
 }
 ROLE_TAG = "search.role"
 STUDY_TAG = "search.study"
+
+# A database used directly as the tracking store (no `mlflow server`): the first worker to touch a
+# fresh one creates MLflow's schema, and workers started together race to do it (a UniqueViolation
+# on alembic_version, or "out-of-date schema" while another one migrates). On PostgreSQL the
+# workers take turns under an advisory lock; elsewhere a worker that loses the race retries.
+_DATABASE_SCHEMES = ("postgresql", "postgres", "mysql", "mssql")
+SCHEMA_WAIT_S = 300.0
+_SCHEMA_ATTEMPTS = 12
+_SCHEMA_LOCK_KEY = 0x5EA2C4_4D1F  # pg_advisory_lock's key for "MLflow schema of this database"
+_SCHEMA_RACE = (
+    "already exists",
+    "uniqueviolation",
+    "duplicate key",
+    "out-of-date database schema",
+    'relation "',  # relation "..." does not exist: a table another worker is about to make
+)
+
+
+def _scheme(uri: str) -> str:
+    return uri.split(":", 1)[0].split("+", 1)[0].lower()
+
+
+@contextlib.contextmanager
+def _schema_turn(uri: str, wait: float) -> Iterator[None]:
+    """On PostgreSQL, hold a session advisory lock for ``uri``'s database (at most ``wait``
+    seconds' wait for it); elsewhere nothing."""
+    if _scheme(uri) not in ("postgresql", "postgres"):
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f"SET lock_timeout = '{int(wait * 1000)}ms'"))
+            connection.execute(
+                sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
+            )
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(
+                    sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK_KEY}
+                )
+                connection.commit()
+    finally:
+        engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def open_database_client(uri: str, wait: float = SCHEMA_WAIT_S) -> MlflowClient:
+    """An MlflowClient of a database tracking URI (its constructor builds the store, creating or
+    checking MLflow's schema) made in turn with the other workers; a lost schema race is retried;
+    one-line `TrackingError` else."""
+    from mlflow import MlflowClient
+
+    deadline = time.monotonic() + wait
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with _schema_turn(uri, max(1.0, deadline - time.monotonic())):
+                return MlflowClient(tracking_uri=uri)
+        except Exception as exc:  # SQLAlchemy, psycopg and MLflow raise many types
+            text = f"{type(exc).__name__}: {exc}".lower()
+            if (
+                any(race in text for race in _SCHEMA_RACE)
+                and attempt < _SCHEMA_ATTEMPTS
+                and time.monotonic() < deadline
+            ):
+                time.sleep(min(5.0, 0.2 * attempt) + random.random() * 0.3)
+                continue
+            raise TrackingError(
+                f"cannot open the MLflow tracking store {redact(uri)!r}: "
+                f"{type(exc).__name__}: {redact(_first_line(exc))}"
+            ) from None
 
 
 def stringify(value: Any) -> str:
@@ -71,7 +155,10 @@ class MlflowTracker(Tracker):
                 os.environ.setdefault(name, value)
             from mlflow import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            if _scheme(self.tracking_uri) in _DATABASE_SCHEMES:
+                self._client = open_database_client(self.tracking_uri)
+            else:
+                self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
     # -- experiment and parent run -------------------------------------------------------------

@@ -81,10 +81,10 @@ def save_checkpoint(
 
 
 def _staging(folder: Path) -> Path:
-    folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(folder.name + ".saving")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    # parents too: another trial's end may just have removed the emptied study folder
+    staging.mkdir(parents=True)
     return staging
 
 
@@ -173,6 +173,14 @@ def restore(model: keras.Model, restored: Restored) -> bool:
 
 
 def remove_checkpoint(folder: Path) -> None:
+    """Remove a trial's checkpoint, then the study's checkpoint folder and the one holding it
+    (``studies.db.checkpoints``) when nothing else is left in them: a finished study leaves no
+    empty folders behind."""
     for candidate in (folder, folder.with_name(folder.name + ".old")):
         shutil.rmtree(candidate, ignore_errors=True)
     shutil.rmtree(folder.with_name(folder.name + ".saving"), ignore_errors=True)
+    for parent in (folder.parent, folder.parent.parent):
+        try:
+            parent.rmdir()  # only when empty; another trial's checkpoint keeps it
+        except OSError:
+            break
