@@ -248,20 +248,8 @@ def part_c(out: Path, trials: int, epochs: int | None, timeout: float) -> dict[s
     for split in SPLITS:
         study = f"all-{split}"
         result = _best(storage, study)
-        proc, _ = _run(["best", study, "--storage", storage, "--evaluate-test"], out)
-        match = re.search(
-            r"test MAE ([\d.]+) \S+ \(naive ([\d.]+), skill ([-+\d.]+)%; linear ([\d.]+), "
-            r"skill ([-+\d.]+)%\)",
-            proc.stdout,
-        )
-        if match:
-            result.update(
-                test_mae=float(match[1]),
-                test_naive_mae=float(match[2]),
-                test_skill_vs_naive=float(match[3]) / 100,
-                test_linear_mae=float(match[4]),
-                test_skill_vs_linear=float(match[5]) / 100,
-            )
+        proc, test_figures = _evaluate_test(storage, study, out)
+        result.update(test_figures)
         results[split] = result
         test = (
             f"; test {result['test_mae']:.3f} vs naive {result['test_naive_mae']:.3f} "
@@ -286,6 +274,21 @@ TEST_LINE = re.compile(
     r"test MAE ([\d.]+) \S+ \(naive ([\d.]+), skill ([-+\d.]+)%; linear ([\d.]+), "
     r"skill ([-+\d.]+)%\)"
 )
+
+
+def _evaluate_test(storage: str, study: str, cwd: Path) -> tuple[Any, dict[str, float]]:
+    """`search best STUDY --evaluate-test`, and the test figures it printed (empty if none)."""
+    proc, _ = _run(["best", study, "--storage", storage, "--evaluate-test"], cwd)
+    match = TEST_LINE.search(proc.stdout)
+    if not match:
+        return proc, {}
+    return proc, {
+        "test_mae": float(match[1]),
+        "test_naive_mae": float(match[2]),
+        "test_skill_vs_naive": float(match[3]) / 100,
+        "test_linear_mae": float(match[4]),
+        "test_skill_vs_linear": float(match[5]) / 100,
+    }
 
 
 def _fold_study(out: Path, split: str, seed: int, folds: int | None, trials: int) -> list[str]:
@@ -351,16 +354,10 @@ def part_f(out: Path, cases: list[tuple[str, int]], trials: int) -> list[dict]:
         result["trials_per_hour"] = round(3600 * len(durations) / max(sum(durations), 1e-9), 1)
         if job in walls:
             result["wall_s"] = round(walls[job], 1)
-        proc, _ = _run(["best", name, "--storage", storage, "--evaluate-test"], out)
-        match = TEST_LINE.search(proc.stdout)
+        proc, test_figures = _evaluate_test(storage, name, out)
+        result.update(test_figures)
+        match = bool(test_figures)
         if match:
-            result.update(
-                test_mae=float(match[1]),
-                test_naive_mae=float(match[2]),
-                test_skill_vs_naive=float(match[3]) / 100,
-                test_linear_mae=float(match[4]),
-                test_skill_vs_linear=float(match[5]) / 100,
-            )
             result["selection_gap"] = 100 * (
                 result["skill_vs_naive"] - result["test_skill_vs_naive"]
             )

@@ -572,32 +572,30 @@ def _cmd_best(args: argparse.Namespace, verbose: bool) -> int:
                 f"selection gap {result['selection_gap']:+.1f} points: the estimate's skill "
                 f"against naive minus the test skill ({result['test_skill']:+.1%} on test)"
             )
-    if args.register:
+    if args.register or args.export_model:
         tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)
         check_tracking_uri(tracking_uri)
         _prepare_runtime(verbose)
-        from search.predict import register_best
-
+        from search.predict import export_best, register_best
+    if args.register:
         registered = register_best(engine, args.study, tracking_uri, args.register)
+        where = f"as {registered['uri']} in {redact(tracking_uri)}"
         print(
-            f"registered trial {registered['trial']}'s forecaster as {registered['uri']} in "
-            f"{redact(tracking_uri)}; load it with mlflow.pyfunc.load_model("
-            f"{registered['uri']!r}) or serve it with `mlflow models serve -m "
-            f"{registered['uri']} --env-manager local`"
+            f"registered trial {registered['trial']}'s forecaster {_use(where, registered['uri'])}"
         )
     if args.export_model:
-        tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)
-        check_tracking_uri(tracking_uri)
-        _prepare_runtime(verbose)
-        from search.predict import export_best
-
         exported = export_best(engine, args.study, tracking_uri, args.export_model)
-        print(
-            f"saved trial {exported['trial']}'s forecaster to {exported['path']}; load it with "
-            f"mlflow.pyfunc.load_model({exported['path']!r}) or serve it with `mlflow models "
-            f"serve -m {exported['path']} --env-manager local`"
-        )
+        where = f"to {exported['path']}"
+        print(f"saved trial {exported['trial']}'s forecaster {_use(where, exported['path'])}")
     return 0
+
+
+def _use(where: str, uri: str) -> str:
+    """Where a saved forecaster went, and how to load or serve it."""
+    return (
+        f"{where}; load it with mlflow.pyfunc.load_model({uri!r}) or serve it with `mlflow "
+        f"models serve -m {uri} --env-manager local`"
+    )
 
 
 def _cmd_predict(args: argparse.Namespace, verbose: bool) -> int:
