@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 __all__ = ["Interrupted", "install", "requested", "signal_name"]
 
 _requested = threading.Event()
 _signal: list[int] = []
+_second: list[Callable[[int], None]] = []  # what a second signal does (the caller's choice)
 
 
 class Interrupted(KeyboardInterrupt):  # noqa: N818 - a KeyboardInterrupt, not a trial's error
@@ -34,15 +36,27 @@ def signal_name(signum: int) -> str:
 def _handle(signum: int, _frame: FrameType | None) -> None:
     _signal.append(signum)
     _requested.set()
-    # a second signal: the default action (SIGINT raises KeyboardInterrupt, SIGTERM ends us)
+    if _second:  # a second signal: the caller's immediate stop
+        signal.signal(signal.SIGINT, _stop_now)
+        signal.signal(signal.SIGTERM, _stop_now)
+        return
+    # else the default action (SIGINT raises KeyboardInterrupt, SIGTERM ends us)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def install() -> None:
-    """Route SIGINT and SIGTERM to a stop request (main thread only)."""
+def _stop_now(signum: int, _frame: FrameType | None) -> None:
+    _second[0](signum)
+
+
+def install(on_second: Callable[[int], None] | None = None) -> None:
+    """Route SIGINT and SIGTERM to a stop request (main thread only). A second signal calls
+    ``on_second(signum)``, which must end the process at once (a KeyboardInterrupt raised by a
+    signal can land in a garbage-collection callback, where Python only reports it); without
+    it, a second signal takes the default action."""
     _requested.clear()
     _signal.clear()
+    _second[:] = [on_second] if on_second is not None else []
     signal.signal(signal.SIGINT, _handle)
     signal.signal(signal.SIGTERM, _handle)
 

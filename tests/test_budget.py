@@ -14,11 +14,33 @@ from search.storage import open_storage, resolve_storage_url
 from tests.cli_helpers import run_cli
 
 BUDGET = 12
+# Trials that only the budget can stop early: a patience as long as the epochs, and an epoch
+# count no 2-core machine gets through in the budget.
+SPACE = """
+name: budget
+description: "Tiny dense trials that nothing but --timeout stops early"
+architecture: dense
+params:
+  units: {type: int, low: 2, high: 8}
+  layers: 1
+  lookback_hours: 24
+  sampling_rate: 6
+  learning_rate: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}
+  batch_size: 256
+fixed: {epochs: 400, optimizer: adam, loss: mse, patience: 400, horizon_hours: 24, target_steps: 1}
+book:
+  source: "a test"
+  params: {units: 4, lookback_hours: 24, sampling_rate: 6, learning_rate: 3.0e-4, batch_size: 256}
+"""
 
 
 def _args(workdir: Path, *extra: str) -> list[str]:
+    space = workdir / "budget.yaml"
+    space.write_text(SPACE)
     return [
         "run",
+        "--space",
+        str(space),
         "--study",
         "budget",
         "--max-rows",
@@ -33,11 +55,8 @@ def _args(workdir: Path, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 def test_timeout_stops_the_running_trial_at_an_epoch_boundary(tmp_path: Path) -> None:
-    # the book trial on raw targets learns slowly: 60 epochs would take minutes, and its
-    # val MAE keeps falling, so nothing but the budget stops it early
-    result = run_cli(
-        *_args(tmp_path, "--trials", "3", "--epochs", "60", "--timeout", str(BUDGET)), cwd=tmp_path
-    )
+    # 400 epochs with a patience of 400: nothing but the budget stops a trial early
+    result = run_cli(*_args(tmp_path, "--trials", "3", "--timeout", str(BUDGET)), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     storage = open_storage(resolve_storage_url(f"sqlite:///{tmp_path / 'studies.db'}"))
     study = optuna.load_study(study_name="budget", storage=storage)
@@ -47,7 +66,7 @@ def test_timeout_stops_the_running_trial_at_an_epoch_boundary(tmp_path: Path) ->
     assert trial.number == len(study.trials) - 1  # nothing started after the budget
     assert trial.state.name == "PRUNED"
     epochs = trial.user_attrs["epochs_run"]
-    assert 1 <= epochs < 60
+    assert 1 <= epochs < 400
     epoch_s = trial.user_attrs["train_seconds"] / epochs
     # it ended within one epoch of the budget (plus its logging), not at its 60th epoch
     began = min(t.datetime_start for t in study.trials)

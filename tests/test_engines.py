@@ -228,12 +228,12 @@ def test_gp_without_pytorch_names_the_extra(tmp_path: Path, monkeypatch) -> None
 
 
 def test_the_study_stops_after_consecutive_failures(tmp_path: Path, monkeypatch) -> None:
-    import search.training.trial
+    import search.training.compile
 
     def broken(*args, **kwargs):
         raise ValueError("the builder is broken")
 
-    monkeypatch.setattr(search.training.trial, "build_model", broken)
+    monkeypatch.setattr(search.training.compile, "build_model", broken)
     outcome = run_study(_request(tmp_path, "broken", trials=6, max_consecutive_failures=2))
     assert [t.state for t in outcome.trials] == ["FAIL", "FAIL"]
     assert outcome.stopped_for_failures == 2

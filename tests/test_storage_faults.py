@@ -259,7 +259,7 @@ def test_a_lock_held_past_the_wait_fails_with_one_line_and_changes_nothing(
         run = _cli(
             "run", "--study", "seed", *TINY, "--storage", url,
             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path,
-            env={"SEARCH_STORAGE_TIMEOUT": "120"},
+            env={"SEARCH_STORAGE_TIMEOUT": "1"},
         )  # fmt: skip
         elapsed = time.monotonic() - started
     line = _assert_one_line_error(run, "is locked by another process", "SEARCH_STORAGE_TIMEOUT")

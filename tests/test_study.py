@@ -37,9 +37,9 @@ def _study(storage: str, name: str = "s") -> optuna.Study:
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, monkeypatch) -> None:
-    import search.training.trial
+    import search.training.compile
 
-    real = search.training.trial.build_model
+    real = search.training.compile.build_model
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -48,7 +48,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, monke
             raise ValueError("simulated out of memory")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(search.training.trial, "build_model", flaky)
+    monkeypatch.setattr(search.training.compile, "build_model", flaky)
     url = f"sqlite:///{tmp_path / 'o.db'}"
     run_study(_options(tmp_path, url))
     study = _study(url)

@@ -354,6 +354,18 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
 
+def _stop_now(signum: int) -> None:
+    """A second Ctrl-C (or SIGTERM): one line, and the process ends at once; the trial left
+    RUNNING is recognised as a dead worker's and re-queued by the next run on this host."""
+    sys.stderr.write(
+        "search run: interrupted; the study can be continued (the stopped trial resumes from "
+        "its last epoch)\n"
+    )
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(128 + signum)
+
+
 def _dispatch(args: argparse.Namespace, verbose: bool) -> int:
     from search.cli import manage
 
@@ -434,7 +446,8 @@ def _cmd_run(args: argparse.Namespace, verbose: bool) -> int:
     from search import interrupt
     from search.cli.render import outcome_lines
 
-    interrupt.install()  # a first SIGINT/SIGTERM stops after the current epoch
+    # a first SIGINT/SIGTERM stops after the current epoch, a second one at once
+    interrupt.install(on_second=_stop_now)
     from search.study import run_study
 
     try:
