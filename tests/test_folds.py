@@ -87,6 +87,31 @@ def test_no_fold_touches_a_test_row_and_every_non_test_block_validates_once() ->
         assert block in folds[i % 3].layout.ranges["val"]
 
 
+@pytest.mark.parametrize("split", ["blocked:14", "blocked:14/folds:3"])
+def test_shuffled_training_batches_hold_exactly_the_splits_own_windows(split: str) -> None:
+    """What a trial really trains on: every window of every shuffled batch, over two epochs,
+    is one of the split's (or the fold's) train windows, each once per epoch, none touching a
+    val or test row (a shuffle that drew consecutive rows from the first train window would
+    train on the val and test blocks in between)."""
+    from search.data.windows import make_windows
+
+    _, prepared = load_prepared("jena-2020", max_rows=20_000, split=split, reference_hours=REACH)
+    for series in prepared.folds() or [prepared]:
+        spec = series.spec(72, 6, 24)
+        train = make_windows(series, spec, "train", 512, shuffle=True, seed=3)
+        expected = np.sort(window_starts(series, spec, "train"))
+        outside = ~series.layout.mask("train")
+        for _epoch in range(2):
+            seen = np.sort(train.start_rows())
+            np.testing.assert_array_equal(seen, expected)
+            x, y = train[0]
+            first = train.start_rows()[: len(x)]
+            np.testing.assert_array_equal(x[:, 0, :], series.data[first])
+            touched = first[:, None] + np.arange(spec.span)[None, :]
+            assert not outside[touched].any()
+            train.on_epoch_end()
+
+
 def test_each_fold_is_scored_on_the_same_targets_whatever_the_lookback() -> None:
     for fold in _prepared().folds():
         targets = [

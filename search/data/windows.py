@@ -85,14 +85,16 @@ class WindowDataset(keras.utils.PyDataset):
         if self.shuffle:
             if seed is None:
                 seed = int(np.random.randint(1_000_000))  # what Keras does without a seed
-            base = int(starts[0]) if self.num_windows else 0
-            # Keras shuffles int32 positions relative to start_index with RandomState(seed).
+            # Keras shuffles int32 positions relative to start_index with RandomState(seed); the
+            # positions index this split's own starts (contiguous for the chronological split,
+            # where this is Keras' order exactly; several blocks for a blocked split or a fold,
+            # whose windows in other blocks must never train)
             positions = np.arange(
                 self.num_windows, dtype="int32" if self.num_windows < 2**31 - 1 else "int64"
             )
             self._rng: np.random.RandomState | None = np.random.RandomState(seed)
             self._rng.shuffle(positions)
-            self._order = positions.astype(np.int64) + base
+            self._order = starts[positions.astype(np.int64)]
         else:
             self._rng = None
             self._order = starts
