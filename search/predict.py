@@ -26,9 +26,12 @@ __all__ = [
     "Forecasts",
     "check_export_folder",
     "export_best",
+    "export_ensemble",
+    "predict_ensemble_file",
     "predict_file",
     "preprocessing_spec",
     "register_best",
+    "register_ensemble",
 ]
 
 
@@ -42,7 +45,7 @@ class Forecasts:
     unit: str
     times: np.ndarray
     values: np.ndarray  # (n_forecasts,)
-    trial: int
+    trial: int | str  # the trial whose model forecast, or the ensemble's description
     issued_at: np.ndarray | None = None
     actual: np.ndarray | None = None  # NaN where the time lies past the file's end
     naive: np.ndarray | None = None
@@ -169,12 +172,58 @@ def predict_file(
 ) -> Forecasts:
     """Forecast with the best trial's model on every complete window of a new file (repaired
     like the study's own data, then through the same functions as the saved MLflow model)."""
-    from search.data.sources import load_dataset, validate_source
-    from search.serving.forecast import RowsError, check_row_count, forecast
+    from search.data.sources import validate_source
 
     validate_source(data)
     found = _found(engine, study, tracking_uri)
-    spec = found.spec
+    model = load_trial_model(found.tracker, found.run_id)
+    predictor = [(found.spec, lambda x: model.predict(x, verbose=0), 1.0)]
+    return _predict(study, found.spec, predictor, found.best.number, data, time_column, time_format)
+
+
+def predict_ensemble_file(
+    engine: Engine,
+    study: str,
+    tracking_uri: str,
+    data: str,
+    top: int,
+    time_column: str | None = None,
+    time_format: str | None = None,
+) -> Forecasts:
+    """Forecast with the study's ensemble (`search best --ensemble`) on a new file: each member
+    on its own windows, combined on the times they all forecast."""
+    from search.data.sources import validate_source
+    from search.ensemble import build_ensemble, serving_members
+
+    validate_source(data)
+    ensemble, context = build_ensemble(engine, study, tracking_uri, top)
+    members = [
+        (spec, _predictor(load_keras_file(path)), weight)
+        for _, path, spec, weight in serving_members(ensemble, context)
+    ]
+    spec = max(
+        (m[0] for m in members), key=lambda s: int(s["sequence_length"]) * int(s["sampling_rate"])
+    )
+    label = f"the ensemble of {len(members)} members"
+    return _predict(study, spec, members, label, data, time_column, time_format)
+
+
+def _predictor(model: Any) -> Any:
+    return lambda x: model.predict(x, verbose=0)
+
+
+def _predict(
+    study: str,
+    spec: dict[str, Any],
+    members: list[tuple[dict[str, Any], Any, float]],
+    label: int | str,
+    data: str,
+    time_column: str | None,
+    time_format: str | None,
+) -> Forecasts:
+    from search.data.sources import load_dataset
+    from search.serving.forecast import RowsError, check_row_count, ensemble_forecast
+
     try:
         new = load_dataset(
             data,
@@ -192,10 +241,9 @@ def predict_file(
         )
     try:
         check_row_count(spec, len(new))
+        result = ensemble_forecast(members, new.times, new.values)
     except RowsError as exc:
         raise DataError(f"{data} has {exc}") from None
-    model = load_trial_model(found.tracker, found.run_id)
-    result = forecast(spec, new.times, new.values, lambda x: model.predict(x, verbose=0))
     times = np.asarray(new.times).astype("datetime64[s]")
     target = np.asarray(new.target, dtype=np.float64)
     at = np.clip(np.searchsorted(times, result.times), 0, len(times) - 1)
@@ -205,14 +253,14 @@ def predict_file(
         unit=spec["unit"],
         times=result.times,
         values=result.values,
-        trial=found.best.number,
+        trial=label,
         issued_at=result.made_from,
         actual=np.where(known, target[at], np.nan),
         naive=target[np.searchsorted(times, result.made_from)],
     )
 
 
-def _example_rows(found: _Found, windows: int = 3) -> Any:
+def _example_rows(found: Any, windows: int = 3) -> Any:
     """Real rows of the study's data as a user's CSV holds them (times as text), enough for a
     few forecasts: the input example and the signature of the saved model."""
     import pandas as pd
@@ -264,6 +312,83 @@ def _save(found: _Found, path: Path) -> None:
     example = _example_rows(found)
     output = forecast_frame(found.spec, example, lambda x: model.predict(x, verbose=0))
     save_pyfunc_model(path, keras_path, found.spec, example, output)
+
+
+@dataclass
+class _FoundEnsemble:
+    """A study's ensemble, its members ready to save, and what its example rows come from."""
+
+    ensemble: Any
+    context: Any
+    members: list[tuple[str, Any, dict[str, Any], float]]
+    dataset: Any
+    spec: dict[str, Any]  # the member reading the most rows
+
+
+def _found_ensemble(engine: Engine, study: str, tracking_uri: str, top: int) -> _FoundEnsemble:
+    from search.ensemble import build_ensemble, log_ensemble, serving_members
+
+    ensemble, context = build_ensemble(engine, study, tracking_uri, top)
+    log_ensemble(ensemble, context)
+    members = serving_members(ensemble, context)
+    spec = max(
+        (m[2] for m in members), key=lambda s: int(s["sequence_length"]) * int(s["sampling_rate"])
+    )
+    return _FoundEnsemble(ensemble, context, members, context.dataset, spec)
+
+
+def _save_ensemble(found: _FoundEnsemble, path: Path) -> None:
+    from search.serving.forecast import ensemble_frame
+    from search.tracking.mlflow import save_ensemble_pyfunc_model
+
+    example = _example_rows(found, windows=3)
+    predictors = [(spec, _predictor(load_keras_file(p)), w) for _, p, spec, w in found.members]
+    output = ensemble_frame(predictors, example)
+    save_ensemble_pyfunc_model(path, found.members, example, output)
+
+
+def _ensemble_description(found: _FoundEnsemble, study: str) -> str:
+    ensemble, spec = found.ensemble, found.spec
+    members = ", ".join(
+        f"{'linear' if m == 'linear' else 'trial ' + m} {w:.2f}"
+        for m, w in ensemble.weights.items()
+    )
+    return (
+        f"Forecasts {spec['target']} {spec['horizon_hours']:g} h ahead from raw rows "
+        f"({spec['time_column']!r} and {len(spec['features'])} columns): the greedy ensemble of "
+        f"study {study!r} ({members}); estimate {ensemble.estimate_mae:.3f} {ensemble.unit}, "
+        f"skill {ensemble.skill:+.1%} vs naive ({'in-sample' if ensemble.in_sample else 'cross-fitted'})."
+    )
+
+
+def register_ensemble(
+    engine: Engine, study: str, tracking_uri: str, name: str, top: int
+) -> dict[str, Any]:
+    """Register the study's ensemble (a ``pyfunc`` model with every member inside) as ``name``,
+    logged under the ensemble's run."""
+    import tempfile
+
+    found = _found_ensemble(engine, study, tracking_uri, top)
+    with tempfile.TemporaryDirectory(prefix="search-register-") as folder:
+        path = Path(folder) / "model"
+        _save_ensemble(found, path)
+        version = found.context.tracker.register_model(
+            found.ensemble.run_id, path, name, _ensemble_description(found, study)
+        )
+    return {"name": name, "version": version, "uri": f"models:/{name}/{version}"}
+
+
+def export_ensemble(
+    engine: Engine, study: str, tracking_uri: str, folder: str | Path, top: int
+) -> dict[str, Any]:
+    """Save the study's ensemble (the ``pyfunc`` model `register_ensemble` registers) into a new
+    or empty ``folder``."""
+    path = check_export_folder(folder)
+    found = _found_ensemble(engine, study, tracking_uri, top)
+    if path.is_dir():
+        path.rmdir()
+    _save_ensemble(found, path)
+    return {"path": str(path.resolve())}
 
 
 def register_best(engine: Engine, study: str, tracking_uri: str, name: str) -> dict[str, Any]:

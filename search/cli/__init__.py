@@ -255,6 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
         "the study's parent run",
     )
     best.add_argument(
+        "--ensemble",
+        nargs="?",
+        const=10,
+        type=_positive_int,
+        metavar="N",
+        help="also build the greedy ensemble of the N best complete trials (default 10) and the "
+        "linear reference, weights chosen on out-of-fold val predictions (--folds studies) or on "
+        "val (in-sample); logged as an MLflow run under the study's parent; with "
+        "--evaluate-test, its test figures beside the best trial's",
+    )
+    best.add_argument(
         "--register",
         metavar="NAME",
         help="register the best trial's forecaster in MLflow's model registry as NAME: a pyfunc "
@@ -288,6 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT.csv",
         help="write the forecasts here (one row per forecast: the time it is for, and the "
         "forecast in the target's units); default: standard output",
+    )
+    predict.add_argument(
+        "--ensemble",
+        nargs="?",
+        const=10,
+        type=_positive_int,
+        metavar="N",
+        help="forecast with the study's ensemble of its N best trials (default 10) and the linear "
+        "reference (`search best --ensemble`) instead of the best trial's model",
     )
     _storage_flag(predict)
     _tracking_flag(predict)
@@ -585,22 +605,57 @@ def _cmd_best(args: argparse.Namespace, verbose: bool) -> int:
                 f"selection gap {result['selection_gap']:+.1f} points: the estimate's skill "
                 f"against naive minus the test skill ({result['test_skill']:+.1%} on test)"
             )
+    if args.ensemble:
+        _best_ensemble(args, engine, record, verbose)
     if args.register or args.export_model:
         tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)
         check_tracking_uri(tracking_uri)
         _prepare_runtime(verbose)
         from search.predict import export_best, register_best
-    if args.register:
+    if args.register and args.ensemble:
+        from search.predict import register_ensemble
+
+        registered = register_ensemble(
+            engine, args.study, tracking_uri, args.register, args.ensemble
+        )
+        where = f"as {registered['uri']} in {redact(tracking_uri)}"
+        print(f"registered the ensemble {_use(where, registered['uri'])}")
+    elif args.register:
         registered = register_best(engine, args.study, tracking_uri, args.register)
         where = f"as {registered['uri']} in {redact(tracking_uri)}"
         print(
             f"registered trial {registered['trial']}'s forecaster {_use(where, registered['uri'])}"
         )
-    if args.export_model:
+    if args.export_model and args.ensemble:
+        from search.predict import export_ensemble
+
+        exported = export_ensemble(
+            engine, args.study, tracking_uri, args.export_model, args.ensemble
+        )
+        where = f"to {exported['path']}"
+        print(f"saved the ensemble {_use(where, exported['path'])}")
+    elif args.export_model:
         exported = export_best(engine, args.study, tracking_uri, args.export_model)
         where = f"to {exported['path']}"
         print(f"saved trial {exported['trial']}'s forecaster {_use(where, exported['path'])}")
     return 0
+
+
+def _best_ensemble(args: argparse.Namespace, engine: Any, record: Any, verbose: bool) -> None:
+    from search.cli.render import ensemble_lines, ensemble_test_line
+    from search.tracking import check_tracking_uri, resolve_tracking_uri
+
+    tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)
+    check_tracking_uri(tracking_uri)
+    _prepare_runtime(verbose)
+    from search.ensemble import build_ensemble, evaluate_ensemble_on_test, log_ensemble
+
+    ensemble, context = build_ensemble(engine, args.study, tracking_uri, args.ensemble)
+    log_ensemble(ensemble, context)
+    for line in ensemble_lines(ensemble):
+        print(line)
+    if args.evaluate_test:
+        print(ensemble_test_line(ensemble, evaluate_ensemble_on_test(engine, ensemble, context)))
 
 
 def _use(where: str, uri: str) -> str:
@@ -620,16 +675,27 @@ def _cmd_predict(args: argparse.Namespace, verbose: bool) -> int:
     tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)
     check_tracking_uri(tracking_uri)
     _prepare_runtime(verbose)
-    from search.predict import predict_file
+    from search.predict import predict_ensemble_file, predict_file
 
-    forecasts = predict_file(
-        engine, args.study, tracking_uri, args.data, args.time_column, args.time_format
-    )
+    if args.ensemble:
+        forecasts = predict_ensemble_file(
+            engine,
+            args.study,
+            tracking_uri,
+            args.data,
+            args.ensemble,
+            args.time_column,
+            args.time_format,
+        )
+    else:
+        forecasts = predict_file(
+            engine, args.study, tracking_uri, args.data, args.time_column, args.time_format
+        )
     text = forecasts.to_csv(Path(args.to) if args.to else None)
     if args.to:
         print(
-            f"{len(forecasts.values):,} forecasts of {forecasts.target} by trial "
-            f"{forecasts.trial}'s model written to {args.to}"
+            f"{len(forecasts.values):,} forecasts of {forecasts.target} by "
+            f"{_by(forecasts.trial)} written to {args.to}"
         )
     else:
         sys.stdout.write(text)
@@ -644,6 +710,10 @@ def _cmd_predict(args: argparse.Namespace, verbose: bool) -> int:
         )
         print(line, file=sys.stdout if args.to else sys.stderr)
     return 0
+
+
+def _by(trial: int | str) -> str:
+    return trial if isinstance(trial, str) else f"trial {trial}'s model"
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:

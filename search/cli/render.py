@@ -160,6 +160,61 @@ def estimate_lines(best: TrialSummary, unit: str) -> list[str]:
     return lines
 
 
+def ensemble_lines(ensemble: Any) -> list[str]:
+    """What `search best --ensemble` prints: the members and weights, and the figures on the
+    target times every member forecasts."""
+    unit = ensemble.unit
+    members = ", ".join(
+        f"{'linear' if m == 'linear' else 'trial ' + m} {w:.2f}"
+        for m, w in ensemble.weights.items()
+    )
+    chosen = sum(
+        1 for m, c in zip(ensemble.members, ensemble.counts, strict=True) if c and m != "linear"
+    )
+    linear = "and the linear reference" if ensemble.counts[-1] else "(the linear reference unused)"
+    where = (
+        f"out-of-fold val predictions of {ensemble.folds} folds"
+        if not ensemble.in_sample
+        else "val"
+    )
+    lines = [
+        f"ensemble       {chosen} of the {len(ensemble.members) - 1} best trials {linear}, "
+        f"{ensemble.steps} greedy steps on the {where} ({ensemble.targets:,} target "
+        f"times): {members}",
+        f"  val MAE {ensemble.val_mae:.3f} {unit} (best trial {ensemble.best_trial}: "
+        f"{ensemble.best_val_mae:.3f}; naive {ensemble.naive_val_mae:.3f}; linear "
+        f"{ensemble.linear_val_mae:.3f} on the same times)",
+    ]
+    if ensemble.in_sample:
+        lines.append(
+            f"  estimate {ensemble.estimate_mae:.3f} {unit}, skill {ensemble.skill:+.1%} vs naive, "
+            f"{ensemble.linear_skill:+.1%} vs linear: in-sample (the weights were chosen on these "
+            "val windows; --folds gives an estimate they never saw)"
+        )
+    else:
+        lines.append(
+            f"  estimate {ensemble.estimate_mae:.3f} {unit}, skill {ensemble.skill:+.1%} vs naive, "
+            f"{ensemble.linear_skill:+.1%} vs linear: cross-fitted (each fold scored with "
+            "weights chosen on the other folds)"
+        )
+    if ensemble.run_id:
+        lines.append(f"  logged as MLflow run {ensemble.run_id} under the study's parent run")
+    return lines
+
+
+def ensemble_test_line(ensemble: Any, figures: dict[str, Any]) -> str:
+    """`search best --ensemble --evaluate-test`: the ensemble's test figures."""
+    return (
+        f"ensemble test MAE {figures['ensemble_test_mae']:.3f} {ensemble.unit} (naive "
+        f"{figures['ensemble_test_baseline_mae']:.3f}, skill {figures['ensemble_test_skill']:+.1%}; "
+        f"linear {figures['ensemble_test_linear_mae']:.3f}, skill "
+        f"{figures['ensemble_test_linear_skill']:+.1%}; best trial "
+        f"{figures['ensemble_test_best_trial_mae']:.3f} on the same "
+        f"{figures['test_targets']:,} times); selection gap "
+        f"{figures['ensemble_selection_gap']:+.1f} points"
+    )
+
+
 def outcome_lines(outcome: StudyOutcome) -> list[str]:
     """The closing lines of `search run`: counts, the best trial, where the results are."""
     from search.tracking import redact

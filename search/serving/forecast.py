@@ -24,6 +24,8 @@ __all__ = [
     "RowsError",
     "calendar_columns",
     "check_row_count",
+    "ensemble_forecast",
+    "ensemble_frame",
     "forecast",
     "forecast_frame",
     "model_inputs",
@@ -110,6 +112,41 @@ def forecast(
     made_from = np.asarray(times)[starts + int(offsets[-1])].astype("datetime64[s]")
     horizon = np.timedelta64(round(float(spec["horizon_hours"]) * 3600), "s")
     return Forecast(made_from, made_from + horizon, np.concatenate(outputs))
+
+
+def ensemble_forecast(
+    members: list[tuple[dict[str, Any], Callable[[np.ndarray], Any], float]],
+    times: np.ndarray,
+    values: np.ndarray,
+) -> Forecast:
+    """The weighted mean of several models' forecasts (``(spec, predict, weight)`` each, every
+    spec reading the same columns) of the times every member forecasts: members with longer
+    lookbacks start later, so the ensemble forecasts from the latest first window on."""
+    results = [
+        (forecast(spec, times, values, predict), weight) for spec, predict, weight in members
+    ]
+    common = results[0][0].times
+    for result, _ in results[1:]:
+        common = np.intersect1d(common, result.times)
+    if not len(common):
+        raise RowsError("the ensemble's members forecast no time in common from these rows")
+    total = np.zeros(len(common), dtype=np.float64)
+    for result, weight in results:
+        at = np.searchsorted(result.times, common)  # each member's times are increasing
+        total += weight * result.values[at].astype(np.float64)
+    first = results[0][0]
+    made_from = first.made_from[np.searchsorted(first.times, common)]
+    return Forecast(made_from, common, total.astype(np.float32))
+
+
+def ensemble_frame(
+    members: list[tuple[dict[str, Any], Callable[[np.ndarray], Any], float]], frame: Any
+) -> pd.DataFrame:
+    """Raw rows -> the ensemble's forecasts, in :func:`forecast_frame`'s columns."""
+    spec = max((m[0] for m in members), key=lambda s: int(_offsets(s)[-1]))
+    times, values = read_rows(spec, frame)
+    result = ensemble_forecast(members, times, values)
+    return _frame(spec, result)
 
 
 def _parse_times(column: pd.Series, name: str, fmt: str | None) -> np.ndarray:
@@ -216,7 +253,10 @@ def forecast_frame(
     ``issued_at`` (the time of the window's last row), ``step`` (1: one step ahead), ``time``
     (the time the forecast is for) and ``forecast <target>`` (in the target's units)."""
     times, values = read_rows(spec, frame)
-    result = forecast(spec, times, values, predict)
+    return _frame(spec, forecast(spec, times, values, predict))
+
+
+def _frame(spec: dict[str, Any], result: Forecast) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "issued_at": time_text(result.made_from),

@@ -55,6 +55,10 @@ class Tracker(ABC):
     def end_trial_run(self, run_id: str, state: str, reason: str | None = None) -> None:
         """Close a trial's run with its state (COMPLETE, PRUNED, FAIL) and failure reason."""
 
+    def create_child_run(self, name: str, tags: Mapping[str, str], parent_run_id: str) -> str:
+        """Another child run under the study's parent run (an ensemble); returns its id."""
+        raise NotImplementedError(f"{type(self).__name__} cannot create other child runs")
+
     # -- any run
     @abstractmethod
     def run_tags(self, run_id: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -285,6 +285,14 @@ class MlflowTracker(Tracker):
         )
         return run.info.run_id
 
+    def create_child_run(self, name: str, tags: Mapping[str, str], parent_run_id: str) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={"mlflow.parentRunId": parent_run_id, STUDY_TAG: self.study_name, **tags},
+        )
+        return run.info.run_id
+
     def end_trial_run(self, run_id: str, state: str, reason: str | None = None) -> None:
         # A pruned trial ended as asked (its best epoch is logged): FINISHED, with PRUNED in its
         # search.state tag. An interrupted trial (SIGINT/SIGTERM) is a FAIL in the study, a
@@ -386,6 +394,46 @@ def save_pyfunc_model(
     are its artifacts, ``search/serving`` travels as the package ``search_serving``, and the
     signature and input example come from ``example`` (raw rows) and ``output`` (its
     forecasts)."""
+    with tempfile.TemporaryDirectory(prefix="search-pyfunc-") as folder:
+        spec_file = Path(folder) / "preprocessing.json"
+        spec_file.write_text(json.dumps(dict(spec), indent=1))
+        artifacts = {"keras_model": str(keras_model), "preprocessing": str(spec_file)}
+        _save_pyfunc(path, "model.py", artifacts, example, output)
+
+
+def save_ensemble_pyfunc_model(
+    path: Path,
+    members: Sequence[tuple[str, Any, Mapping[str, Any], float]],
+    example: Any,
+    output: Any,
+) -> None:
+    """Save an ensemble (``(name, keras model, preprocessing spec, weight)`` per member) as an
+    MLflow ``pyfunc`` model from ``search/serving/ensemble_model.py``, every member inside."""
+    with tempfile.TemporaryDirectory(prefix="search-pyfunc-") as folder:
+        artifacts: dict[str, str] = {}
+        listed = []
+        for k, (name, keras_model, spec, weight) in enumerate(members):
+            spec_file = Path(folder) / f"member_{k}.json"
+            spec_file.write_text(json.dumps(dict(spec), indent=1))
+            artifacts[f"member_{k}_spec"] = str(spec_file)
+            artifacts[f"member_{k}_model"] = str(keras_model)
+            listed.append(
+                {
+                    "name": name,
+                    "weight": weight,
+                    "spec": f"member_{k}_spec",
+                    "model": f"member_{k}_model",
+                }
+            )
+        index = Path(folder) / "ensemble.json"
+        index.write_text(json.dumps({"members": listed}, indent=1))
+        artifacts["ensemble"] = str(index)
+        _save_pyfunc(path, "ensemble_model.py", artifacts, example, output)
+
+
+def _save_pyfunc(
+    path: Path, model_file: str, artifacts: dict[str, str], example: Any, output: Any
+) -> None:
     import shutil
     import warnings
 
@@ -400,14 +448,12 @@ def save_pyfunc_model(
         code.mkdir()
         for module in serving.glob("*.py"):
             shutil.copy2(module, code / module.name)
-        spec_file = Path(folder) / "preprocessing.json"
-        spec_file.write_text(json.dumps(dict(spec), indent=1))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             mlflow.pyfunc.save_model(
                 str(path),
-                python_model=str(serving / "model.py"),
-                artifacts={"keras_model": str(keras_model), "preprocessing": str(spec_file)},
+                python_model=str(serving / model_file),
+                artifacts=artifacts,
                 code_paths=[str(code)],
                 signature=infer_signature(example, output),
                 input_example=example,
