@@ -63,9 +63,10 @@ def validate_study_name(name: str) -> str:
 
 def space_identity(name_or_path: str) -> str:
     """How a study remembers its space: a shipped name as is, a file by its absolute path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        return str(path.expanduser().resolve())
+    from search.spaces import names_a_file
+
+    if names_a_file(name_or_path):
+        return str(Path(name_or_path).expanduser().resolve())
     return name_or_path
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -1032,11 +1033,23 @@ def _shipped() -> dict[str, Path]:
     return {path.stem: path for path in sorted(spaces_dir().glob("*.yaml"))}
 
 
+def names_a_file(name_or_path: str | Path) -> bool:
+    """The one rule for what ``--space`` names: a file when it is a Path, ends with ``.yaml`` or
+    ``.yml``, or holds a path separator; else a shipped space (whatever the current folder holds:
+    an entry named ``quick`` there does not hide the shipped space)."""
+    text = str(name_or_path)
+    return (
+        isinstance(name_or_path, Path)
+        or text.endswith((".yaml", ".yml"))
+        or "/" in text
+        or (os.sep in text)
+    )
+
+
 def load_space(name_or_path: str | Path) -> Space:
     """Load and validate a shipped space by name (``"lstm"``) or a space file by path."""
     text = str(name_or_path)
-    is_path = isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or "/" in text
-    if is_path:
+    if names_a_file(name_or_path):
         path = Path(name_or_path)
         if not path.is_file():
             raise SpaceError(f"{path}: no such space file")

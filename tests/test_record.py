@@ -144,3 +144,22 @@ def test_a_study_keeps_the_space_it_began_with(tmp_path: Path) -> None:
     space = load_study_space(record)
     assert space.architecture == "lstm" and space.name == "lstm"
     assert StudyRecord.from_attrs(record.to_attrs()).space_yaml == original
+
+
+def test_a_folder_entry_named_like_a_shipped_space_does_not_hide_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's first command in a folder that holds an entry named `quick` failed with
+    `.../quick: no such space file`: three rules decided what names a file, and disagreed."""
+    from search.record import space_identity
+    from search.spaces import load_space
+
+    (tmp_path / "quick").mkdir()
+    (tmp_path / "lstm").write_text("not a space")
+    monkeypatch.chdir(tmp_path)
+    for name in ("quick", "lstm"):
+        assert space_identity(name) == name
+        assert load_space(space_identity(name)).name == name
+    (tmp_path / "mine.yaml").write_text((tmp_path / "lstm").read_text())
+    assert space_identity("mine.yaml") == str(tmp_path / "mine.yaml")
+    assert space_identity("./lstm") == str(tmp_path / "lstm")
