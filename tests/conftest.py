@@ -1,5 +1,6 @@
 import os
 
+import pytest
 from hypothesis import settings
 
 pytest_plugins = ["tests.servers"]
@@ -9,3 +10,45 @@ pytest_plugins = ["tests.servers"]
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+# .ci/run installs PostgreSQL, Chromium, docker-compose and PyTorch, and names them here: a test
+# that skips because one of them is missing fails instead, so CI never passes by skipping what it
+# installed. On a laptop (variable unset) such tests still skip with their reason.
+REQUIRED_SERVICES = {
+    name.strip()
+    for name in os.environ.get("SEARCH_REQUIRE_SERVICES", "").split(",")
+    if name.strip()
+}
+SERVICE_WORDS = {
+    "postgresql": ("postgres", "initdb"),
+    "chromium": ("chromium", "playwright"),
+    "docker-compose": ("compose",),
+    "torch": ("torch",),
+    "jax": ("jax",),
+}
+
+
+def required_service(reason: str) -> str | None:
+    """The required service a skip's reason names, if any."""
+    text = reason.lower()
+    for service in sorted(REQUIRED_SERVICES):
+        if any(word in text for word in SERVICE_WORDS.get(service, (service,))):
+            return service
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if REQUIRED_SERVICES and report.skipped and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = str(longrepr[-1]) if isinstance(longrepr, tuple) else str(longrepr)
+        service = required_service(reason)
+        if service:
+            report.outcome = "failed"
+            report.longrepr = (
+                f"SEARCH_REQUIRE_SERVICES names {service}, but this test skipped: {reason}"
+            )
+    return None

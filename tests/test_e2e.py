@@ -245,12 +245,15 @@ def test_resuming_with_another_space_is_refused(first_run, workdir: Path) -> Non
 
 
 @pytest.mark.slow
-def test_a_study_runs_on_the_jax_backend(tmp_path: Path) -> None:
-    pytest.importorskip("jax", reason="jax is not installed (pip install jax)")
+def test_a_study_runs_on_the_torch_backend(tmp_path: Path) -> None:
+    """PyTorch as the Keras backend (JAX's study is tests/test_backend.py's)."""
+    pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0)")
     result = run_cli(
         "run",
+        "--backend",
+        "torch",
         "--study",
-        "jax",
+        "torch",
         "--trials",
         "1",
         "--epochs",
@@ -258,13 +261,12 @@ def test_a_study_runs_on_the_jax_backend(tmp_path: Path) -> None:
         "--max-rows",
         ROWS,
         cwd=tmp_path,
-        env={"KERAS_BACKEND": "jax"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("jax")
+    experiment = client.get_experiment_by_name("torch")
     (run,) = client.search_runs([experiment.experiment_id], "tags.`search.role` = 'trial'")
-    assert run.data.tags["search.backend"] == "jax"
+    assert run.data.tags["search.backend"] == "torch"
     assert run.data.tags["search.state"] == "COMPLETE"
     assert run.data.metrics["best_val_mae"] > 0
 
