@@ -14,6 +14,14 @@ C. A `--space all` study on each split (chronological, blocked): best val MAE ag
    references, and the best model's test MAE evaluated once (`search best --evaluate-test`).
    The studies live in --out and resume where they stopped when the benchmark is re-run (a
    study is topped up to --trials); the two splits run side by side, one core each.
+D. The default study against candidate defaults (seeds 0, 1, 2, each in a fresh folder, one at a
+   time): today's `search run` and each `--candidate-args` (default `--split blocked:14 --folds
+   3`). For each: the estimate it prints, the best model's test figures (`search best quick
+   --evaluate-test`), the gap in points and the wall time of `search run` (target: 3 minutes).
+E. The ensemble (`search best --ensemble --evaluate-test`: the greedy ensemble of the 10 best
+   trials and the linear reference) against the best trial's model, on part F's studies (run F
+   first, or with it): the estimate, test skill against naive and linear, the gap, and the best
+   trial's test MAE on the same target times.
 F. Cross-validated trials against one validation slice: `--space quick --epochs 6 --trials 20`
    on blocked:14 (seeds 0, 1, 2) and blocked:28 (seed 0), each once with one slice and once with
    `--folds 3`; for each, the estimate the study prints (skill against naive and linear), the
@@ -22,7 +30,7 @@ F. Cross-validated trials against one validation slice: `--space quick --epochs 
    studies run side by side, one core each; studies resume when the benchmark is re-run.
 
     python benchmarks/bench_quality.py [--out benchmarks/results/quality] [--trials 50]
-        [--epochs 6] [--timeout 4200] [--parts ABRCF] [--json results.json]
+        [--epochs 6] [--timeout 4200] [--parts ABRCDFE] [--json results.json]
         [--fold-cases blocked:14@0,blocked:14@1,blocked:14@2,blocked:28@0]
 """
 
@@ -291,6 +299,115 @@ def _evaluate_test(storage: str, study: str, cwd: Path) -> tuple[Any, dict[str, 
     }
 
 
+def _linear_gap(result: dict) -> dict[str, float]:
+    """The linear reference's own gap (its val skill against naive minus its test skill, points):
+    what the test blocks differ from the validation blocks with no selection at all; the rest of
+    a study's gap is what choosing its best trial on val added."""
+    val = 1 - result["linear_val_mae"] / result["naive_val_mae"]
+    test = 1 - result["test_linear_mae"] / result["test_naive_mae"]
+    gap = 100 * (val - test)
+    return {"linear_gap": gap, "selection_part": result["selection_gap"] - gap}
+
+
+def part_d(out: Path, seeds: list[int], candidates: list[str]) -> list[dict]:
+    """The default study and each candidate default, per seed, one at a time, in fresh folders."""
+    import shutil
+
+    results = []
+    for label, extra in [("default", [])] + [(c, c.split()) for c in candidates]:
+        for seed in seeds:
+            folder = out / f"{'default' if not extra else '_'.join(extra).strip('-')}-s{seed}"
+            folder = Path(str(folder).replace(":", ""))
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            proc, seconds = _run(["run", "--seed", str(seed), *extra], folder)
+            if proc.returncode != 0:
+                raise SystemExit(f"{label} study failed:\n{proc.stdout[-3000:]}")
+            result = {"candidate": label, "seed": seed, "wall_s": round(seconds, 1)}
+            storage = f"sqlite:///{folder / 'search-studies.db'}"
+            result.update(_best(storage, "quick"))
+            evaluated, test = _evaluate_test(storage, "quick", folder)
+            if not test:
+                raise SystemExit(f"{label} --evaluate-test failed:\n{evaluated.stdout[-3000:]}")
+            result.update(test)
+            result["selection_gap"] = 100 * (result["skill_vs_naive"] - test["test_skill_vs_naive"])
+            result.update(_linear_gap(result))
+            results.append(result)
+            print(
+                f"D  {label:<28} seed {seed}: estimate {result['skill_vs_naive']:+.1%} vs naive, "
+                f"{result['skill_vs_linear']:+.1%} vs linear; test {test['test_mae']:.3f} "
+                f"({test['test_skill_vs_naive']:+.1%} vs naive {test['test_naive_mae']:.3f}, "
+                f"{test['test_skill_vs_linear']:+.1%} vs linear {test['test_linear_mae']:.3f}); "
+                f"gap {result['selection_gap']:+.1f} points (the linear reference's own "
+                f"{result['linear_gap']:+.1f}: {result['selection_part']:+.1f} from selection); "
+                f"{result['trials']} trials, "
+                f"wall {seconds:.0f} s",
+                flush=True,
+            )
+    return results
+
+
+ENSEMBLE_LINES = (
+    re.compile(r"estimate ([\d.]+) \S+, skill ([-+\d.]+)% vs naive, ([-+\d.]+)% vs linear"),
+    re.compile(
+        r"ensemble test MAE ([\d.]+) \S+ \(naive ([\d.]+), skill ([-+\d.]+)%; linear ([\d.]+), "
+        r"skill ([-+\d.]+)%; best trial ([\d.]+) on the same ([\d,]+) times\); selection gap "
+        r"([-+\d.]+) points"
+    ),
+    re.compile(
+        r"ensemble +(\d+) of the (\d+) best trials[^,]*, (\d+) greedy steps.*?: (.*)$", re.M
+    ),
+)
+
+
+def part_e(out: Path, cases: list[tuple[str, int]], trials: int) -> list[dict]:
+    """The ensemble of each part-F study against its best trial."""
+    storage = f"sqlite:///{out}/studies.db"
+    results = []
+    for split, seed in cases:
+        for folds in (None, 3):
+            args = _fold_study(out, split, seed, folds, trials)
+            name = args[args.index("--study") + 1]
+            proc, seconds = _run(
+                ["best", name, "--storage", storage, "--ensemble", "--evaluate-test"], out
+            )
+            estimate, test, chosen = (p.search(proc.stdout) for p in ENSEMBLE_LINES)
+            if proc.returncode != 0 or not (estimate and test and chosen):
+                print(f"E  {name}: failed\n{proc.stdout[-2000:]}", flush=True)
+                continue
+            result = {
+                "split": split,
+                "seed": seed,
+                "folds": folds or 1,
+                "study": name,
+                "members": chosen[4],
+                "estimate_skill": float(estimate[2]) / 100,
+                "estimate_linear_skill": float(estimate[3]) / 100,
+                "test_mae": float(test[1]),
+                "test_naive_mae": float(test[2]),
+                "test_skill_vs_naive": float(test[3]) / 100,
+                "test_linear_mae": float(test[4]),
+                "test_skill_vs_linear": float(test[5]) / 100,
+                "best_trial_test_mae": float(test[6]),
+                "selection_gap": float(test[8]),
+                "seconds": round(seconds, 1),
+            }
+            results.append(result)
+            protocol = f"--folds {folds}" if folds else "one slice"
+            print(
+                f"E  {split} seed {seed} {protocol:<10} ensemble ({result['members']}): estimate "
+                f"{result['estimate_skill']:+.1%} vs naive; test {result['test_mae']:.3f} "
+                f"({result['test_skill_vs_naive']:+.1%} vs naive {result['test_naive_mae']:.3f}, "
+                f"{result['test_skill_vs_linear']:+.1%} vs linear {result['test_linear_mae']:.3f})"
+                f" against the best trial's {result['best_trial_test_mae']:.3f} "
+                f"({1 - result['test_mae'] / result['best_trial_test_mae']:+.1%}); gap "
+                f"{result['selection_gap']:+.1f} points ({seconds:.0f} s)",
+                flush=True,
+            )
+    return results
+
+
 def _fold_study(out: Path, split: str, seed: int, folds: int | None, trials: int) -> list[str]:
     name = f"f-{split.replace(':', '')}-s{seed}-{'k' + str(folds) if folds else 'slice'}"
     args = ["run", "--space", "quick", "--study", name, "--split", split, "--seed", str(seed)]
@@ -361,12 +478,15 @@ def part_f(out: Path, cases: list[tuple[str, int]], trials: int) -> list[dict]:
             result["selection_gap"] = 100 * (
                 result["skill_vs_naive"] - result["test_skill_vs_naive"]
             )
+            result.update(_linear_gap(result))
         results.append(result)
         protocol = f"--folds {folds}" if folds else "one slice"
         test = (
             f"test {result['test_mae']:.3f} ({result['test_skill_vs_naive']:+.1%} vs naive "
             f"{result['test_naive_mae']:.3f}, {result['test_skill_vs_linear']:+.1%} vs linear "
-            f"{result['test_linear_mae']:.3f}); gap {result['selection_gap']:+.1f} points"
+            f"{result['test_linear_mae']:.3f}); gap {result['selection_gap']:+.1f} points (the "
+            f"linear reference's own {result['linear_gap']:+.1f}: {result['selection_part']:+.1f} "
+            "from selection)"
             if match
             else f"test evaluation failed: {proc.stdout[-300:]}"
         )
@@ -378,6 +498,57 @@ def part_f(out: Path, cases: list[tuple[str, int]], trials: int) -> list[dict]:
             flush=True,
         )
     return results
+
+
+def gap_figure(figures: dict, path: Path) -> None:
+    """Each study's gap (estimate minus test skill against naive, points), split into the linear
+    reference's own gap (the test blocks') and what selection added; the ensembles' beside."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for r in figures.get("d_default_candidates", []):
+        rows.append((f"D {r['candidate'].replace('--split ', '')} s{r['seed']}", r))
+    for r in figures.get("f_folds", []):
+        protocol = "folds 3" if r["folds"] > 1 else "slice"
+        rows.append((f"F {r['split']} s{r['seed']} {protocol}", r))
+    rows = [(label, r) for label, r in rows if "linear_gap" in r]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.5))
+    y = range(len(rows))
+    own = [r["linear_gap"] for _, r in rows]
+    chosen = [r["selection_part"] for _, r in rows]
+    ax.barh(y, own, color="#9bb7d4", label="the linear reference's own gap (the test blocks')")
+    ax.barh(y, chosen, left=own, color="#d9822b", label="added by choosing the best trial on val")
+    ax.scatter(
+        [r["selection_gap"] for _, r in rows],
+        y,
+        color="black",
+        s=12,
+        zorder=3,
+        label="the study's gap (estimate minus test skill)",
+    )
+    ensembles = {(e["split"], e["seed"], e["folds"]): e for e in figures.get("e_ensembles", [])}
+    xs, ys = [], []
+    for i, (_, r) in enumerate(rows):
+        e = ensembles.get((r.get("split"), r.get("seed"), r.get("folds")))
+        if e:
+            xs.append(e["selection_gap"])
+            ys.append(i)
+    if xs:
+        ax.scatter(xs, ys, marker="x", color="#2a7f3f", s=30, zorder=3, label="its ensemble's gap")
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(list(y), [label for label, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("points of skill against naive")
+    ax.set_title("Estimate minus test skill, and how much of it is selection")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -395,6 +566,12 @@ def main() -> None:
         default="blocked:14@0,blocked:14@1,blocked:14@2,blocked:28@0",
         help="part F: SPLIT@SEED pairs, each run with one slice and with --folds 3",
     )
+    parser.add_argument(
+        "--candidate-args",
+        default="--split blocked:14 --folds 3",
+        help="part D: ';'-separated `search run` arguments, each a candidate default",
+    )
+    parser.add_argument("--default-seeds", default="0,1,2", help="seeds of part D")
     parser.add_argument("--fold-trials", type=int, default=20, help="trials per study (part F)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -407,11 +584,22 @@ def main() -> None:
         figures["r_residual_epoch1"] = part_r()
     if "C" in args.parts:
         figures["c_all_studies"] = part_c(args.out, args.trials, args.epochs, args.timeout)
+    if "D" in args.parts:
+        figures["d_default_candidates"] = part_d(
+            args.out / "defaults",
+            [int(s) for s in args.default_seeds.split(",")],
+            [c.strip() for c in args.candidate_args.split(";") if c.strip()],
+        )
     if "F" in args.parts:
         cases = [(c.split("@")[0], int(c.split("@")[1])) for c in args.fold_cases.split(",")]
         figures["f_folds"] = part_f(args.out / "folds", cases, args.fold_trials)
+    if "E" in args.parts:
+        cases = [(c.split("@")[0], int(c.split("@")[1])) for c in args.fold_cases.split(",")]
+        figures["e_ensembles"] = part_e(args.out / "folds", cases, args.fold_trials)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
+    if {"D", "F"} & set(args.parts):
+        gap_figure(figures, REPO / "benchmarks" / "figures" / "quality_gaps.png")
 
 
 if __name__ == "__main__":
