@@ -51,6 +51,40 @@ def run_cli(
     return Result(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - started)
 
 
+def run_cli_here(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Result:
+    """`search ARGS` through the CLI's own entry point (``search.cli.main``) in this process,
+    with ``cwd`` and a clean environment as :func:`run_cli` gives them: no interpreter start-up
+    or TensorFlow import per call. For commands whose process behaviour (signals, native stderr,
+    the exit itself) is not what the test checks; its stdout and stderr are the CLI's own
+    writes (native libraries' lines are not in them)."""
+    import contextlib
+    import io
+
+    import search._quiet as quiet
+    from search.cli import main
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    redirect = quiet.quiet_native_stderr
+    out, err = io.StringIO(), io.StringIO()
+    started = time.perf_counter()
+    try:
+        quiet.quiet_native_stderr = lambda path: path  # type: ignore[assignment]  # keep fd 2
+        os.environ.clear()
+        os.environ.update(cli_env(env))
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        quiet.quiet_native_stderr = redirect  # type: ignore[assignment]
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return Result(code, out.getvalue(), err.getvalue(), time.perf_counter() - started)
+
+
 class Lines:
     """A running process's stdout read line by line on a thread, so that a test waits for a line
     with a deadline (a worker that falls silent fails the test instead of hanging it)."""

@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from search.storage import open_storage, resolve_storage_url
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli_here
 
 BUDGET = 12
 # Trials that only the budget can stop early: a patience as long as the epochs, and an epoch
@@ -56,7 +56,7 @@ def _args(workdir: Path, *extra: str) -> list[str]:
 @pytest.mark.slow
 def test_timeout_stops_the_running_trial_at_an_epoch_boundary(tmp_path: Path) -> None:
     # 400 epochs with a patience of 400: nothing but the budget stops a trial early
-    result = run_cli(*_args(tmp_path, "--trials", "3", "--timeout", str(BUDGET)), cwd=tmp_path)
+    result = run_cli_here(*_args(tmp_path, "--trials", "3", "--timeout", str(BUDGET)), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     storage = open_storage(resolve_storage_url(f"sqlite:///{tmp_path / 'studies.db'}"))
     study = optuna.load_study(study_name="budget", storage=storage)
@@ -82,7 +82,7 @@ def test_timeout_stops_the_running_trial_at_an_epoch_boundary(tmp_path: Path) ->
     )
     assert "model" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
-    again = run_cli(*_args(tmp_path, "--trials", "1", "--epochs", "1"), cwd=tmp_path)
+    again = run_cli_here(*_args(tmp_path, "--trials", "1", "--epochs", "1"), cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     study = optuna.load_study(study_name="budget", storage=storage)
     assert study.trials[-1].number == trial.number + 1

@@ -11,7 +11,7 @@ import mlflow
 import optuna
 import pytest
 
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, run_cli_here
 
 STUDY = "e2e"
 ROWS = "9000"  # the test split must hold a window of quick's longest lookback (168 h): > 8,596 rows
@@ -182,7 +182,7 @@ def test_second_run_continues_the_study(first_run, workdir: Path) -> None:
     assert len(parents) == 1
     assert sorted(c.info.run_name for c in children) == ["trial-0", "trial-1", "trial-2"]
 
-    listing = run_cli("trials", STUDY, cwd=workdir)
+    listing = run_cli_here("trials", STUDY, cwd=workdir)
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
     assert lines[0].split()[:5] == ["trial", "state", "val", "MAE", "(degC)"]
@@ -197,7 +197,7 @@ def test_second_run_continues_the_study(first_run, workdir: Path) -> None:
         for key, param in trial.params.items():
             assert f"{key}=" in line, (line, key, param)
 
-    best = run_cli("best", STUDY, "--evaluate-test", cwd=workdir)
+    best = run_cli_here("best", STUDY, "--evaluate-test", cwd=workdir)
     assert best.returncode == 0, best.stdout + best.stderr
     assert "test MAE" in best.stdout
     parent = _runs(_client(workdir))[0][0]
@@ -303,7 +303,7 @@ def test_a_study_on_a_users_hourly_csv(tmp_path: Path) -> None:
     ]
     (tmp_path / "station.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "tiny.yaml").write_text(TINY_SPACE)
-    result = run_cli(
+    result = run_cli_here(
         "run",
         "--space",
         "tiny.yaml",
@@ -343,7 +343,7 @@ def test_a_study_on_a_users_hourly_csv(tmp_path: Path) -> None:
     assert book.data.params["sequence_length"] == "24"
     assert "degC" not in result.stdout
     assert "val MAE" in result.stdout and result.stdout.count(" temp_c") >= 3
-    trials = run_cli("trials", "tiny", cwd=tmp_path)
+    trials = run_cli_here("trials", "tiny", cwd=tmp_path)
     assert "val MAE (temp_c)" in trials.stdout and "degC" not in trials.stdout
-    best = run_cli("best", "tiny", cwd=tmp_path)
+    best = run_cli_here("best", "tiny", cwd=tmp_path)
     assert " temp_c" in best.stdout and "degC" not in best.stdout

@@ -13,13 +13,13 @@ import pytest
 from search.errors import SearchError
 from search.storage import open_storage, resolve_storage_url
 from search.study import StudyRequest, run_study
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, run_cli_here
 
 ROWS = "9000"
 
 
 def _run(workdir: Path, study: str, *extra: str):
-    return run_cli(
+    return run_cli_here(
         "run",
         "--study",
         study,
@@ -103,7 +103,7 @@ def test_keras_tuner_trials_are_finished_trials_of_the_study(both: Path) -> None
         assert trial.params and trial.distributions.keys() == trial.params.keys()
     assert all("keras_tuner.trial_id" in t.user_attrs for t in study.trials[1:])
     assert (both / "studies.db.keras-tuner" / "kt" / "oracle.json").exists()
-    listing = run_cli("trials", "kt", "--storage", "sqlite:///studies.db", cwd=both)
+    listing = run_cli_here("trials", "kt", "--storage", "sqlite:///studies.db", cwd=both)
     assert listing.returncode == 0 and len(listing.stdout.splitlines()) == 4, listing.stderr
 
 

@@ -29,7 +29,7 @@ from search.ensemble import (
     linear_member_model,
 )
 from search.errors import SearchError
-from tests.cli_helpers import cli_env, run_cli
+from tests.cli_helpers import cli_env, run_cli_here
 from tests.test_bad_input import assert_user_error
 from tests.test_folds import REACH, ROWS, _args, _study
 from tests.test_use import _FRESH, _new_file
@@ -100,12 +100,12 @@ def test_the_ensemble_of_a_cross_validated_study_is_chosen_logged_and_tested(
     tmp_path: Path,
 ) -> None:
     storage = ["--storage", f"sqlite:///{tmp_path / 'studies.db'}"]
-    result = run_cli(
+    result = run_cli_here(
         *_args(tmp_path, "ens", "--folds", "3", "--trials", "2", "--epochs", "2", "--seed", "3"),
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    best = run_cli("best", "ens", *storage, "--ensemble", "3", "--evaluate-test", cwd=tmp_path)
+    best = run_cli_here("best", "ens", *storage, "--ensemble", "3", "--evaluate-test", cwd=tmp_path)
     assert best.returncode == 0, best.stdout + best.stderr
     assert "25 greedy steps on the out-of-fold val predictions of 3 folds" in best.stdout
     study = _study(tmp_path, "ens")
@@ -158,7 +158,7 @@ def test_the_ensemble_of_a_cross_validated_study_is_chosen_logged_and_tested(
     arrays["actual"] = arrays["actual"] + 1.0
     np.savez(tampered, **arrays)
     client.log_artifact(member.user_attrs["mlflow_run_id"], str(tampered))
-    refused = run_cli("best", "ens", *storage, "--ensemble", "3", cwd=tmp_path)
+    refused = run_cli_here("best", "ens", *storage, "--ensemble", "3", cwd=tmp_path)
     assert_user_error(
         refused, "best", [f"trial {member.number}'s saved val predictions do not match"]
     )
@@ -171,7 +171,7 @@ def test_the_ensemble_of_a_cross_validated_study_is_chosen_logged_and_tested(
     client.log_artifact(member.user_attrs["mlflow_run_id"], str(restored.rename(tampered)))
     path = _new_file(tmp_path, 30_000, 1_200, JENA_FEATURES, time_header="date")
     out = tmp_path / "forecasts.csv"
-    predicted = run_cli(
+    predicted = run_cli_here(
         "predict",
         "ens",
         *storage,
@@ -185,7 +185,7 @@ def test_the_ensemble_of_a_cross_validated_study_is_chosen_logged_and_tested(
     )
     assert predicted.returncode == 0, predicted.stdout + predicted.stderr
     assert "by the ensemble of" in predicted.stdout
-    exported = run_cli(
+    exported = run_cli_here(
         "best",
         "ens",
         *storage,

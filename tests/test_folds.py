@@ -26,7 +26,7 @@ from search.data.sources import JENA_FEATURES
 from search.data.splits import parse_split, window_starts
 from search.storage import open_storage, resolve_storage_url
 from search.workers import checkpoint_root
-from tests.cli_helpers import cli_env, run_cli, search_command
+from tests.cli_helpers import cli_env, run_cli, run_cli_here, search_command
 from tests.test_use import _new_file
 
 ROWS = 9000
@@ -218,7 +218,7 @@ def _study(workdir: Path, name: str) -> optuna.Study:
 def test_a_cross_validated_study_records_prints_and_evaluates_an_honest_estimate(
     tmp_path: Path,
 ) -> None:
-    result = run_cli(
+    result = run_cli_here(
         *_args(tmp_path, "cv", "--folds", "3", "--trials", "2", "--epochs", "2", "--seed", "3"),
         cwd=tmp_path,
     )
@@ -267,7 +267,7 @@ def test_a_cross_validated_study_records_prints_and_evaluates_an_honest_estimate
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"model", "oof.npz", "learning_curve.png", "forecast.png"} <= artifacts
 
-    best = run_cli(
+    best = run_cli_here(
         "best",
         "cv",
         "--storage",
@@ -291,7 +291,7 @@ def test_a_cross_validated_study_records_prints_and_evaluates_an_honest_estimate
     # search predict feeds it raw rows (no normalization outside the model)
     path = _new_file(tmp_path, 30_000, 1_200, JENA_FEATURES)
     out = tmp_path / "forecasts.csv"
-    predicted = run_cli(
+    predicted = run_cli_here(
         "predict",
         "cv",
         "--storage",

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from search.storage import open_storage, resolve_storage_url
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, run_cli_here
 
 ROWS = "9000"
 
@@ -75,9 +75,11 @@ def test_a_study_moves_to_another_machine_resumes_on_jax_and_comes_back(tmp_path
         cwd=laptop,
     )  # fmt: skip
     assert first.returncode == 0, first.stdout + first.stderr
-    out = run_cli("export", "moved", "--to", str(tmp_path / "moved.json"), *here[:2], cwd=laptop)
+    out = run_cli_here(
+        "export", "moved", "--to", str(tmp_path / "moved.json"), *here[:2], cwd=laptop
+    )
     assert out.returncode == 0, out.stderr
-    into = run_cli("import", str(tmp_path / "moved.json"), *here[:2], cwd=node)
+    into = run_cli_here("import", str(tmp_path / "moved.json"), *here[:2], cwd=node)
     assert into.returncode == 0, into.stderr
     resumed = run_cli(
         "run", "--study", "moved", "--backend", "jax", "--jobs", "2", "--trials", "2",
@@ -87,9 +89,9 @@ def test_a_study_moves_to_another_machine_resumes_on_jax_and_comes_back(tmp_path
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     node_study = _study(f"sqlite:///{node / 'studies.db'}", "moved")
     assert len(node_study.trials) == 4
-    back = run_cli("export", "moved", "--to", str(tmp_path / "back.json"), *here[:2], cwd=node)
+    back = run_cli_here("export", "moved", "--to", str(tmp_path / "back.json"), *here[:2], cwd=node)
     assert back.returncode == 0, back.stderr
-    merged = run_cli("import", str(tmp_path / "back.json"), *here[:2], cwd=laptop)
+    merged = run_cli_here("import", str(tmp_path / "back.json"), *here[:2], cwd=laptop)
     assert merged.returncode == 0, merged.stderr
     study = _study(f"sqlite:///{laptop / 'studies.db'}", "moved")
     assert len(study.trials) == 4
@@ -98,6 +100,6 @@ def test_a_study_moves_to_another_machine_resumes_on_jax_and_comes_back(tmp_path
         for r in _children(f"sqlite:///{laptop / 'mlflow.db'}", "moved")
     }
     assert backends == {"tensorflow", "jax"}
-    best = run_cli("best", "moved", "--evaluate-test", *here, cwd=laptop)
+    best = run_cli_here("best", "moved", "--evaluate-test", *here, cwd=laptop)
     assert best.returncode == 0, best.stdout + best.stderr
     assert "test MAE" in best.stdout

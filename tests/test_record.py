@@ -14,7 +14,7 @@ import pytest
 
 from search.errors import SearchError
 from search.record import RECORD_VERSION, StudyRecord, validate_study_name
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, run_cli_here
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "legacy_v0"
 
@@ -102,10 +102,10 @@ def test_a_study_made_by_the_first_release_reads_and_resumes(tmp_path: Path) -> 
     )
     assert record.split == "chronological" and record.engine == "optuna"  # defaults
 
-    listed = run_cli("trials", "legacy", "--storage", storage, cwd=tmp_path, timeout=120)
+    listed = run_cli_here("trials", "legacy", "--storage", storage, cwd=tmp_path)
     assert listed.returncode == 0 and "COMPLETE" in listed.stdout, listed.stderr
 
-    result = run_cli(
+    result = run_cli_here(
         "run",
         "--study",
         "legacy",

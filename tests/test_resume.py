@@ -17,7 +17,7 @@ import pytest
 
 from search.storage import open_storage, resolve_storage_url
 from search.workers import checkpoint_root, worker_attrs, worker_is_gone
-from tests.cli_helpers import Lines, cli_env, run_cli, search_command, wait_until
+from tests.cli_helpers import Lines, cli_env, run_cli, run_cli_here, search_command, wait_until
 
 ROWS = "9000"
 EPOCHS = "4"  # the resumed trial needs epochs after the stop (at 2); more only cost time
@@ -115,7 +115,7 @@ def test_kill_9_then_resume_continues_the_dead_trial_at_its_epoch(tmp_path: Path
     assert (folder / "trial-0" / "state.json").exists()
 
     started = time.monotonic()
-    again = run_cli(*_args(tmp_path, "killed", "1"), cwd=tmp_path)
+    again = run_cli_here(*_args(tmp_path, "killed", "1"), cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     # recognised at once (same host, process gone), not after the 120 s heartbeat grace
     assert "1 trial(s) of a stopped worker marked FAIL and re-queued" in again.stdout
@@ -138,7 +138,7 @@ def test_kill_9_then_resume_continues_the_dead_trial_at_its_epoch(tmp_path: Path
         "trial-1",
     ]
 
-    third = run_cli(*_args(tmp_path, "killed", "1"), cwd=tmp_path)  # nothing re-queued twice
+    third = run_cli_here(*_args(tmp_path, "killed", "1"), cwd=tmp_path)  # nothing re-queued twice
     assert third.returncode == 0, third.stderr
     study = _study(tmp_path, "killed")
     assert len(study.trials) == 3
@@ -172,7 +172,7 @@ def test_a_stop_signal_records_the_trial_and_it_resumes(
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.info.status == "KILLED"
 
-    again = run_cli(*_args(tmp_path, "stopped", "1"), cwd=tmp_path)
+    again = run_cli_here(*_args(tmp_path, "stopped", "1"), cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     study = _study(tmp_path, "stopped")
     assert study.trials[1].state.name in ("COMPLETE", "PRUNED")
@@ -233,7 +233,7 @@ def test_a_trial_killed_before_its_worker_is_recorded_is_recognised_dead(tmp_pat
     assert [t.state.name for t in before.trials] == ["RUNNING"]
     assert not any(key.startswith("search.") for key in before.trials[0].user_attrs)
 
-    again = run_cli(*_args(tmp_path, "window", "1"), cwd=tmp_path)
+    again = run_cli_here(*_args(tmp_path, "window", "1"), cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "1 trial(s) of a stopped worker marked FAIL" in again.stdout, again.stdout
     assert "RUNNING" not in again.stdout, again.stdout

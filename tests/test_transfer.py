@@ -30,7 +30,7 @@ from search.cli import main
 from search.engines.transfer import ORIGIN_ATTR, UID_ATTR
 from search.record import StudyRecord
 from search.storage import open_storage, resolve_storage_url
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, run_cli_here
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -431,7 +431,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
     code, _, err = cli(capsys, "delete", "nope", "--storage", url, "--yes")
     assert_one_line_error(code, err, "no study named 'nope'")
     # through the real command line too: argparse and main() format it
-    result = run_cli("import", "missing.json", "--storage", url, cwd=tmp_path)
+    result = run_cli_here("import", "missing.json", "--storage", url, cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("search import: error:")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
@@ -598,13 +598,15 @@ def test_delete_under_a_running_worker_is_refused_then_forced(tmp_path: Path) ->
     lines = Lines(worker)
     try:
         lines.wait_for("trial 0 epoch 1/", timeout=300)
-        refused = run_cli("delete", "busy", "--storage", storage, "--yes", cwd=tmp_path)
+        refused = run_cli_here("delete", "busy", "--storage", storage, "--yes", cwd=tmp_path)
         assert refused.returncode == 2, refused.stdout + refused.stderr
         (line,) = refused.stderr.strip().splitlines()
         assert "not deleting study 'busy': trial 0 is RUNNING" in line, line
         assert f"on {socket.gethostname()} (pid {worker.pid})" in line and "--force" in line
         assert worker.poll() is None  # untouched: still training
-        forced = run_cli("delete", "busy", "--storage", storage, "--yes", "--force", cwd=tmp_path)
+        forced = run_cli_here(
+            "delete", "busy", "--storage", storage, "--yes", "--force", cwd=tmp_path
+        )
         assert forced.returncode == 0, forced.stdout + forced.stderr
         assert "deleted study 'busy' (1 trial)" in forced.stdout, forced.stdout
         told = "study 'busy' was deleted from its storage while this worker ran it"
@@ -722,7 +724,7 @@ def test_a_real_study_moves_to_a_journal_file(tmp_path: Path) -> None:
         cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    exported = run_cli("export", "tiny", "--to", "tiny.json", "--with-runs", cwd=tmp_path)
+    exported = run_cli_here("export", "tiny", "--to", "tiny.json", "--with-runs", cwd=tmp_path)
     assert exported.returncode == 0, exported.stdout + exported.stderr
     journal = f"journal:///{tmp_path}/moved.log"
     imported = run_cli(
@@ -731,12 +733,12 @@ def test_a_real_study_moves_to_a_journal_file(tmp_path: Path) -> None:
     )  # fmt: skip
     assert imported.returncode == 0, imported.stdout + imported.stderr
     assert "2 trials added" in imported.stdout and "3 runs copied" in imported.stdout
-    before = run_cli("trials", "tiny", cwd=tmp_path)
-    after = run_cli("trials", "tiny", "--storage", journal, cwd=tmp_path)
+    before = run_cli_here("trials", "tiny", cwd=tmp_path)
+    after = run_cli_here("trials", "tiny", "--storage", journal, cwd=tmp_path)
     assert before.returncode == after.returncode == 0, before.stderr + after.stderr
     assert after.stdout == before.stdout
     assert len(after.stdout.splitlines()) == 3
-    listing = run_cli("studies", "--storage", journal, cwd=tmp_path)
+    listing = run_cli_here("studies", "--storage", journal, cwd=tmp_path)
     assert listing.stdout.splitlines()[1].split()[:3] == ["tiny", "2", "2"], listing.stdout
 
 

@@ -22,7 +22,7 @@ import optuna
 import pytest
 
 from search.data.sources import JENA_FEATURES, load_dataset
-from tests.cli_helpers import cli_env, run_cli
+from tests.cli_helpers import cli_env, run_cli, run_cli_here
 from tests.servers import free_port, wait_for_http
 
 STUDY = "use"
@@ -31,7 +31,7 @@ STUDY = "use"
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("use")
-    result = run_cli(
+    result = run_cli_here(
         "run",
         "--study",
         STUDY,
@@ -75,7 +75,7 @@ def test_the_study_remembers_its_blocked_split(workdir: Path) -> None:
     assert study.user_attrs["split"] == "blocked:10"
     refused = run_cli("run", "--study", STUDY, "--split", "chronological", cwd=workdir)
     assert refused.returncode == 2 and "--fresh" in refused.stderr
-    same = run_cli(
+    same = run_cli_here(
         "run",
         "--study",
         STUDY,
@@ -94,7 +94,7 @@ def test_the_study_remembers_its_blocked_split(workdir: Path) -> None:
 def test_predict_on_a_file_the_study_never_saw(workdir: Path) -> None:
     path = _new_file(workdir, 30_000, 1_200, JENA_FEATURES)
     out = workdir / "forecasts.csv"
-    result = run_cli("predict", STUDY, "--data", str(path), "--to", str(out), cwd=workdir)
+    result = run_cli_here("predict", STUDY, "--data", str(path), "--to", str(out), cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = list(csv.reader(out.read_text().splitlines()))
     assert rows[0] == [
@@ -145,7 +145,7 @@ def test_predict_on_a_file_the_study_never_saw(workdir: Path) -> None:
     model = keras.models.load_model(local, compile=False, safe_mode=True)
     expected = model.predict(inputs[rows], verbose=0)[:, 0]
     np.testing.assert_allclose(values, expected, atol=2e-3)
-    printed = run_cli("predict", STUDY, "--data", str(path), cwd=workdir)
+    printed = run_cli_here("predict", STUDY, "--data", str(path), cwd=workdir)
     assert printed.returncode == 0 and printed.stdout == out.read_text()
     assert "MAE" in printed.stderr  # the score goes beside the CSV, not into it
 
@@ -180,7 +180,7 @@ def _check_issued_actual_and_score(path: Path, rows: list[list[str]], stdout: st
 
 def test_predict_refuses_a_file_without_the_studys_columns(workdir: Path) -> None:
     path = _new_file(workdir, 30_000, 300, JENA_FEATURES[:5])
-    result = run_cli("predict", STUDY, "--data", str(path), cwd=workdir)
+    result = run_cli_here("predict", STUDY, "--data", str(path), cwd=workdir)
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "rho (g/m**3)" in lines[0] and "Traceback" not in lines[0]
@@ -192,7 +192,7 @@ MODEL = "jena-forecaster"
 @pytest.fixture(scope="module")
 def registered(workdir: Path) -> str:
     """`search best --register` of the study's best trial: the URI of version 1."""
-    result = run_cli("best", STUDY, "--register", MODEL, cwd=workdir)
+    result = run_cli_here("best", STUDY, "--register", MODEL, cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"models:/{MODEL}/1" in result.stdout
     return f"models:/{MODEL}/1"
@@ -204,7 +204,7 @@ def raw_rows(workdir: Path) -> tuple[Path, list[list[str]]]:
     forecasts for it, recomputed here from the study by the CLI."""
     path = _new_file(workdir, 31_000, 800, JENA_FEATURES, time_header="date")
     out = workdir / "forecasts-raw.csv"
-    result = run_cli("predict", STUDY, "--data", str(path), "--to", str(out), cwd=workdir)
+    result = run_cli_here("predict", STUDY, "--data", str(path), "--to", str(out), cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     return path, [[row[2], row[3]] for row in csv.reader(out.read_text().splitlines())][1:]
 
@@ -385,7 +385,7 @@ def test_export_model_refuses_a_folder_that_is_not_empty(workdir: Path) -> None:
     folder = workdir / "not-empty"
     folder.mkdir()
     (folder / "keep.txt").write_text("mine")
-    result = run_cli("best", STUDY, "--export-model", str(folder), cwd=workdir)
+    result = run_cli_here("best", STUDY, "--export-model", str(folder), cwd=workdir)
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "not empty" in lines[0] and "Traceback" not in result.stderr
@@ -423,7 +423,7 @@ def test_calendar_features_end_to_end(tmp_path: Path) -> None:
     from search.spaces import load_space
 
     (tmp_path / "calendar.yaml").write_text(CALENDAR_SPACE)
-    run = run_cli(
+    run = run_cli_here(
         "run",
         "--space",
         "calendar.yaml",
@@ -452,7 +452,7 @@ def test_calendar_features_end_to_end(tmp_path: Path) -> None:
     config = load_space(str(tmp_path / "calendar.yaml")).resolve(best.params, book=False)
     assert config.calendar_features is True
 
-    evaluated = run_cli("best", "calendar", "--evaluate-test", cwd=tmp_path)
+    evaluated = run_cli_here("best", "calendar", "--evaluate-test", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
     dataset, prepared = load_prepared("jena-2020", max_rows=3000)
     spec = config.window(6)
@@ -470,7 +470,9 @@ def test_calendar_features_end_to_end(tmp_path: Path) -> None:
 
     path = _new_file(tmp_path, 30_000, 400, JENA_FEATURES)
     out = tmp_path / "forecasts.csv"
-    predicted = run_cli("predict", "calendar", "--data", str(path), "--to", str(out), cwd=tmp_path)
+    predicted = run_cli_here(
+        "predict", "calendar", "--data", str(path), "--to", str(out), cwd=tmp_path
+    )
     assert predicted.returncode == 0, predicted.stdout + predicted.stderr
     rows = list(csv.reader(out.read_text().splitlines()))[1:]
     ds = load_dataset("jena-2020")
