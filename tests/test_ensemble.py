@@ -215,3 +215,35 @@ def test_the_ensemble_of_a_cross_validated_study_is_chosen_logged_and_tested(
     np.testing.assert_allclose(
         [a["forecast T (degC)"] for a in answer], [float(r[3]) for r in rows], atol=1e-3
     )
+
+
+def test_served_members_of_different_lookback_and_rate_combine_on_shared_times() -> None:
+    """`ensemble_forecast` (search predict --ensemble and the served ensemble): each member reads
+    its own windows; the ensemble forecasts the times all of them forecast, from the longest
+    member's first window on, and each time gets the weighted sum of exactly that time's
+    forecasts."""
+    from search.serving.forecast import ensemble_forecast, forecast
+
+    rows = 2_000
+    times = np.datetime64("2020-01-01T00:00:00") + np.arange(rows) * np.timedelta64(10, "m")
+    values = np.random.default_rng(1).normal(size=(rows, 2))
+
+    def spec(lookback_hours: float, rate: int) -> dict:
+        return {
+            "mean": [0.0, 0.0], "std": [1.0, 1.0], "calendar": False,
+            "lookback_hours": lookback_hours, "sequence_length": int(lookback_hours * 6 // rate),
+            "sampling_rate": rate, "horizon_hours": 24.0, "steps_per_hour": 6.0,
+        }  # fmt: skip
+
+    def last_value(x: np.ndarray) -> np.ndarray:  # depends on which rows the window holds
+        return x[:, -1, 0] + x[:, 0, 1]
+
+    members = [(spec(72, 6), last_value, 0.25), (spec(120, 3), last_value, 0.75)]
+    combined = ensemble_forecast(members, times, values)
+    alone = [forecast(s, times, values, p) for s, p, _ in members]
+    assert combined.times[0] == alone[1].times[0]  # the 120 h member starts later
+    np.testing.assert_array_equal(combined.times, alone[1].times)
+    at = [np.searchsorted(a.times, combined.times) for a in alone]
+    expected = 0.25 * alone[0].values[at[0]] + 0.75 * alone[1].values[at[1]]
+    np.testing.assert_allclose(combined.values, expected, atol=1e-6)
+    np.testing.assert_array_equal(combined.made_from, combined.times - np.timedelta64(24, "h"))
