@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from search.data.splits import DEFAULT_SPLIT
 from search.errors import SearchError
 
 __all__ = [
@@ -34,7 +35,6 @@ RECORD_VERSION = 1
 DEFAULT_SPACE = "quick"
 DEFAULT_DATA = "jena-2020"
 DEFAULT_SEED = 42
-DEFAULT_SPLIT = "chronological"
 DEFAULT_ENGINE = "optuna"
 
 _NAME = re.compile(r"[A-Za-z0-9_\-.]{1,128}")

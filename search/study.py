@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from search.data.references import LinearCache
 from search.data.splits import FOLDS_MARK
 from search.engines import Engine, SearchOptions, TrialSummary, open_engine
+from search.engines.base import DEFAULT_PRUNER, DEFAULT_SAMPLER, DEFAULT_TUNER
 from search.errors import DataError, SearchError
 from search.record import (
     DEFAULT_SEED,
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["StudyOutcome", "StudyRequest", "plan_study", "run_study"]
 
 JOIN_WAIT_S = 120.0
-DEFAULT_SAMPLER = "tpe"
-DEFAULT_PRUNER = "median"
-DEFAULT_TUNER = "hyperband"
 CRASH_REASON = "its worker stopped sending heartbeats (crashed or killed)"
 DEAD_REASON = "its worker process is gone (killed or crashed on this host)"
 

@@ -43,14 +43,19 @@ PRUNERS = ("median", "halving", "hyperband", "none")
 TUNERS = ("hyperband", "bayesian", "random")
 
 
+DEFAULT_SAMPLER = "tpe"
+DEFAULT_PRUNER = "median"
+DEFAULT_TUNER = "hyperband"
+
+
 @dataclass(frozen=True)
 class SearchOptions:
     """How an engine searches: Optuna's sampler and pruner, or keras-tuner's tuner, and the
     facts of the space they need (its epoch budget, whether it is conditional)."""
 
-    sampler: str = "tpe"
-    pruner: str = "median"
-    tuner: str = "hyperband"
+    sampler: str = DEFAULT_SAMPLER
+    pruner: str = DEFAULT_PRUNER
+    tuner: str = DEFAULT_TUNER
     max_epochs: int = 10
     conditional: bool = False
 
