@@ -31,6 +31,7 @@ import numpy as np
 
 from search.engines import Engine, TrialSummary
 from search.errors import DataError, SearchError
+from search.training.linear_member import linear_member_model
 
 __all__ = [
     "DEFAULT_TOP",
@@ -170,6 +171,7 @@ class _Study:
         self.dataset, self.prepared = load_study_data(self.record, self.space)
         self.run_id = lambda trial: trial_run_id(self.tracker, trial, study)
         self._models: dict[int | str, Any] = {}
+        self._ridges: dict[int, list[Any]] = {}
         self._trials = {t.number: t for t in engine.trials()}
 
     def trial(self, number: int) -> TrialSummary:
@@ -235,14 +237,15 @@ class _Study:
         )
 
     def linear(self, trial: TrialSummary) -> list[Any]:
-        """The linear reference on the trial's geometry: one ridge, or one per fold."""
+        """The linear reference on the trial's geometry: one ridge, or one per fold (fitted
+        once per study context)."""
         from search.data.references import linear_reference
 
-        spec = self.spec(trial)
-        folds = self.prepared.folds()
-        if folds:
-            return [linear_reference(f, spec) for f in folds]
-        return [linear_reference(self.prepared, spec)]
+        if trial.number not in self._ridges:
+            spec = self.spec(trial)
+            views = self.prepared.folds() or [self.prepared]
+            self._ridges[trial.number] = [linear_reference(v, spec) for v in views]
+        return self._ridges[trial.number]
 
 
 def _linear_forecasts(ridges: list[Any], prepared: Any, split: str) -> _Forecasts:
@@ -339,76 +342,6 @@ def build_ensemble(
         linear_spec={"trial": best.number, "penalty": [r.penalty for r in ridges]},
     )
     return ensemble, context
-
-
-def linear_member_model(ridges: list[Any], prepared: Any, calendar: bool) -> Any:
-    """The linear member as a Keras model (standard layers only: it loads in safe mode) that
-    takes the same windows as the study's saved models (``prepared.model_view()``, with the
-    calendar columns when the best trial has them) and forecasts in the target's units: for a
-    cross-validated study, the mean of its fold ridges, each behind its fold's normalization."""
-    import keras
-
-    from search.data.references import _Pooling
-
-    target = prepared.target_index
-    if target is None:
-        raise DataError("the linear member needs the target among the study's columns")
-    folds = prepared.folds()
-    views = folds or [prepared]
-    spec = ridges[0].spec
-    length = spec.sequence_length
-    width = len(prepared.feature_names)
-    extra = 4 if calendar else 0
-    inputs = keras.Input(shape=(length, width + extra), name="window")
-    outputs = []
-    for k, (ridge, view) in enumerate(zip(ridges, views, strict=True)):
-        pooling = _Pooling(length, int(spec.sampling_rate), ridge.block_steps, ridge.blocks)
-        pool = np.zeros((length, ridge.blocks))  # window step -> its block's mean
-        last = (length - 1) - (ridge.blocks - 1 - np.arange(ridge.blocks)) * ridge.block_steps
-        for b, end in enumerate(last):
-            begin = 0 if b == 0 else end - ridge.block_steps + 1
-            assert b > 0 or end + 1 == pooling.first_steps
-            pool[begin : end + 1, b] = 1.0 / (end + 1 - begin)
-        if folds:  # raw windows: this fold's normalization inside, the raw target as it is
-            mean = np.concatenate([view.mean, np.zeros(extra)])
-            variance = np.concatenate([view.std**2, np.ones(extra)])
-            normalized = keras.layers.Normalization(
-                axis=-1, mean=mean.tolist(), variance=variance.tolist(), name=f"linear_{k}_norm"
-            )(inputs)
-            scale, shift = 1.0, 0.0
-        else:  # windows normalized with the study's statistics: undo it for the raw target
-            normalized = inputs
-            scale, shift = float(view.std[target]), float(view.mean[target])
-        x = keras.layers.Permute((2, 1))(normalized)
-        x = _fixed_dense(x, pool, f"linear_{k}_pool")
-        x = keras.layers.Permute((2, 1))(x)
-        select = np.zeros((width + extra, width))
-        select[np.arange(width), np.arange(width)] = 1.0
-        x = keras.layers.Flatten()(_fixed_dense(x, select, f"linear_{k}_features"))
-        coef = np.asarray(ridge.coef, np.float64)
-        bias = np.asarray(ridge.y_mean, np.float64) - np.asarray(ridge.x_mean) @ coef
-        residual = _fixed_dense(x, coef, f"linear_{k}_ridge", bias)
-        latest = keras.layers.Flatten()(keras.layers.Cropping1D((length - 1, 0))(inputs))
-        pick = np.zeros((width + extra, coef.shape[1]))
-        pick[target] = scale
-        level = _fixed_dense(latest, pick, f"linear_{k}_last", np.full(coef.shape[1], shift))
-        outputs.append(keras.layers.Add(name=f"linear_{k}")([residual, level]))
-    output = outputs[0] if len(outputs) == 1 else keras.layers.Average()(outputs)
-    return keras.Model(inputs, output, name="linear_reference")
-
-
-def _fixed_dense(x: Any, kernel: np.ndarray, name: str, bias: np.ndarray | None = None) -> Any:
-    """A Dense layer with the given weights, not trained."""
-    import keras
-
-    layer = keras.layers.Dense(
-        kernel.shape[1], use_bias=bias is not None, name=name, trainable=False
-    )
-    out = layer(x)
-    layer.set_weights(
-        [kernel.astype("float32")] + ([bias.astype("float32")] if bias is not None else [])
-    )
-    return out
 
 
 def log_ensemble(ensemble: Ensemble, context: _Study) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "export_best",
     "export_ensemble",
     "predict_ensemble_file",
+    "serving_ensemble",
     "predict_file",
     "preprocessing_spec",
     "register_best",
@@ -182,30 +183,22 @@ def predict_file(
 
 
 def predict_ensemble_file(
-    engine: Engine,
+    found: _FoundEnsemble,
     study: str,
-    tracking_uri: str,
     data: str,
-    top: int,
     time_column: str | None = None,
     time_format: str | None = None,
 ) -> Forecasts:
-    """Forecast with the study's ensemble (`search best --ensemble`) on a new file: each member
+    """Forecast with the study's ensemble (:func:`serving_ensemble`) on a new file: each member
     on its own windows, combined on the times they all forecast."""
     from search.data.sources import validate_source
-    from search.ensemble import build_ensemble, serving_members
 
     validate_source(data)
-    ensemble, context = build_ensemble(engine, study, tracking_uri, top)
     members = [
-        (spec, _predictor(load_keras_file(path)), weight)
-        for _, path, spec, weight in serving_members(ensemble, context)
+        (spec, _predictor(load_keras_file(path)), weight) for _, path, spec, weight in found.members
     ]
-    spec = max(
-        (m[0] for m in members), key=lambda s: int(s["sequence_length"]) * int(s["sampling_rate"])
-    )
     label = f"the ensemble of {len(members)} members"
-    return _predict(study, spec, members, label, data, time_column, time_format)
+    return _predict(study, found.spec, members, label, data, time_column, time_format)
 
 
 def _predictor(model: Any) -> Any:
@@ -325,15 +318,14 @@ class _FoundEnsemble:
     spec: dict[str, Any]  # the member reading the most rows
 
 
-def _found_ensemble(engine: Engine, study: str, tracking_uri: str, top: int) -> _FoundEnsemble:
-    from search.ensemble import build_ensemble, log_ensemble, serving_members
+def serving_ensemble(ensemble: Any, context: Any) -> _FoundEnsemble:
+    """A built ensemble (``search.ensemble.build_ensemble``) with its members ready to save or
+    to forecast with."""
+    from search.ensemble import serving_members
+    from search.serving.forecast import longest_spec
 
-    ensemble, context = build_ensemble(engine, study, tracking_uri, top)
-    log_ensemble(ensemble, context)
     members = serving_members(ensemble, context)
-    spec = max(
-        (m[2] for m in members), key=lambda s: int(s["sequence_length"]) * int(s["sampling_rate"])
-    )
+    spec = longest_spec(m[2] for m in members)
     return _FoundEnsemble(ensemble, context, members, context.dataset, spec)
 
 
@@ -361,14 +353,11 @@ def _ensemble_description(found: _FoundEnsemble, study: str) -> str:
     )
 
 
-def register_ensemble(
-    engine: Engine, study: str, tracking_uri: str, name: str, top: int
-) -> dict[str, Any]:
+def register_ensemble(found: _FoundEnsemble, study: str, name: str) -> dict[str, Any]:
     """Register the study's ensemble (a ``pyfunc`` model with every member inside) as ``name``,
-    logged under the ensemble's run."""
+    logged under the ensemble's run (``log_ensemble`` first)."""
     import tempfile
 
-    found = _found_ensemble(engine, study, tracking_uri, top)
     with tempfile.TemporaryDirectory(prefix="search-register-") as folder:
         path = Path(folder) / "model"
         _save_ensemble(found, path)
@@ -378,13 +367,10 @@ def register_ensemble(
     return {"name": name, "version": version, "uri": f"models:/{name}/{version}"}
 
 
-def export_ensemble(
-    engine: Engine, study: str, tracking_uri: str, folder: str | Path, top: int
-) -> dict[str, Any]:
+def export_ensemble(found: _FoundEnsemble, folder: str | Path) -> dict[str, Any]:
     """Save the study's ensemble (the ``pyfunc`` model `register_ensemble` registers) into a new
     or empty ``folder``."""
     path = check_export_folder(folder)
-    found = _found_ensemble(engine, study, tracking_uri, top)
     if path.is_dir():
         path.rmdir()
     _save_ensemble(found, path)

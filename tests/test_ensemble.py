@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,10 +27,10 @@ from search.ensemble import (
     linear_member_model,
 )
 from search.errors import SearchError
-from tests.cli_helpers import cli_env, run_cli_here
+from tests.cli_helpers import run_cli_here
 from tests.test_bad_input import assert_user_error
 from tests.test_folds import REACH, ROWS, _args, _study
-from tests.test_use import _FRESH, _new_file
+from tests.test_use import _new_file, answer_without_search
 
 
 def test_greedy_selection_adds_the_member_that_lowers_the_mae_most_with_replacement() -> None:
@@ -198,18 +196,7 @@ def test_the_ensemble_of_a_cross_validated_study_is_chosen_logged_and_tested(
     assert exported.returncode == 0, exported.stdout + exported.stderr
     # asking again found the same ensemble run rather than logging another
     assert f"logged as MLflow run {run_id}" in exported.stdout
-    served = subprocess.run(
-        [sys.executable, "-I", "-c", _FRESH, f"sqlite:///{tmp_path / 'mlflow.db'}"]
-        + [str(tmp_path / "served"), str(path)],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert served.returncode == 0, served.stdout + served.stderr
-    line = next(x for x in served.stdout.splitlines() if x.startswith("ANSWER "))
-    answer = json.loads(line[len("ANSWER ") :])
+    answer = answer_without_search(tmp_path, str(tmp_path / "served"), path)
     rows = [r.split(",") for r in out.read_text().splitlines()[1:]]
     assert [a["time"] for a in answer] == [r[2] for r in rows]
     np.testing.assert_allclose(

@@ -363,13 +363,12 @@ print("ANSWER " + answer.to_json(orient="records"))
 """
 
 
-def test_the_registered_model_works_where_search_is_not_importable(
-    workdir: Path, registered: str, raw_rows: tuple[Path, list[list[str]]]
-) -> None:
-    path, expected = raw_rows
+def answer_without_search(workdir: Path, model: str, rows: Path) -> list[dict]:
+    """What a saved pyfunc model (a registry URI in ``workdir``'s MLflow store, or a folder)
+    answers for a CSV of raw rows, loaded by a Python that cannot import `search`."""
     result = subprocess.run(
-        [sys.executable, "-I", "-c", _FRESH, f"sqlite:///{workdir / 'mlflow.db'}", registered]
-        + [str(path)],
+        [sys.executable, "-I", "-c", _FRESH, f"sqlite:///{workdir / 'mlflow.db'}", model]
+        + [str(rows)],
         cwd=workdir,
         env=cli_env(),
         capture_output=True,
@@ -378,7 +377,14 @@ def test_the_registered_model_works_where_search_is_not_importable(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     line = next(x for x in result.stdout.splitlines() if x.startswith("ANSWER "))
-    _assert_same_forecasts(json.loads(line[len("ANSWER ") :]), expected)
+    return json.loads(line[len("ANSWER ") :])
+
+
+def test_the_registered_model_works_where_search_is_not_importable(
+    workdir: Path, registered: str, raw_rows: tuple[Path, list[list[str]]]
+) -> None:
+    path, expected = raw_rows
+    _assert_same_forecasts(answer_without_search(workdir, registered, path), expected)
 
 
 def test_export_model_refuses_a_folder_that_is_not_empty(workdir: Path) -> None:

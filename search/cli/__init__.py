@@ -605,43 +605,40 @@ def _cmd_best(args: argparse.Namespace, verbose: bool) -> int:
                 f"selection gap {result['selection_gap']:+.1f} points: the estimate's skill "
                 f"against naive minus the test skill ({result['test_skill']:+.1%} on test)"
             )
-    if args.ensemble:
-        _best_ensemble(args, engine, record, verbose)
+    built = _best_ensemble(args, engine, record, verbose) if args.ensemble else None
     if args.register or args.export_model:
         tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)
         check_tracking_uri(tracking_uri)
         _prepare_runtime(verbose)
-        from search.predict import export_best, register_best
-    if args.register and args.ensemble:
-        from search.predict import register_ensemble
+        from search import predict
 
-        registered = register_ensemble(
-            engine, args.study, tracking_uri, args.register, args.ensemble
-        )
+        found = predict.serving_ensemble(*built) if built else None  # built once, saved twice
+    if args.register:
+        if found:
+            registered = predict.register_ensemble(found, args.study, args.register)
+            what = "the ensemble"
+        else:
+            registered = predict.register_best(engine, args.study, tracking_uri, args.register)
+            what = f"trial {registered['trial']}'s forecaster"
         where = f"as {registered['uri']} in {redact(tracking_uri)}"
-        print(f"registered the ensemble {_use(where, registered['uri'])}")
-    elif args.register:
-        registered = register_best(engine, args.study, tracking_uri, args.register)
-        where = f"as {registered['uri']} in {redact(tracking_uri)}"
-        print(
-            f"registered trial {registered['trial']}'s forecaster {_use(where, registered['uri'])}"
-        )
-    if args.export_model and args.ensemble:
-        from search.predict import export_ensemble
-
-        exported = export_ensemble(
-            engine, args.study, tracking_uri, args.export_model, args.ensemble
-        )
+        print(f"registered {what} {_use(where, registered['uri'])}")
+    if args.export_model:
+        if found:
+            exported = predict.export_ensemble(found, args.export_model)
+            what = "the ensemble"
+        else:
+            exported = predict.export_best(engine, args.study, tracking_uri, args.export_model)
+            what = f"trial {exported['trial']}'s forecaster"
         where = f"to {exported['path']}"
-        print(f"saved the ensemble {_use(where, exported['path'])}")
-    elif args.export_model:
-        exported = export_best(engine, args.study, tracking_uri, args.export_model)
-        where = f"to {exported['path']}"
-        print(f"saved trial {exported['trial']}'s forecaster {_use(where, exported['path'])}")
+        print(f"saved {what} {_use(where, exported['path'])}")
     return 0
 
 
-def _best_ensemble(args: argparse.Namespace, engine: Any, record: Any, verbose: bool) -> None:
+def _best_ensemble(
+    args: argparse.Namespace, engine: Any, record: Any, verbose: bool
+) -> tuple[Any, Any]:
+    """Build, log and print the study's ensemble (and its test figures); returns it and its
+    study context for saving."""
     from search.cli.render import ensemble_lines, ensemble_test_line
     from search.tracking import check_tracking_uri, resolve_tracking_uri
 
@@ -656,6 +653,7 @@ def _best_ensemble(args: argparse.Namespace, engine: Any, record: Any, verbose: 
         print(line)
     if args.evaluate_test:
         print(ensemble_test_line(ensemble, evaluate_ensemble_on_test(engine, ensemble, context)))
+    return ensemble, context
 
 
 def _use(where: str, uri: str) -> str:
@@ -675,15 +673,17 @@ def _cmd_predict(args: argparse.Namespace, verbose: bool) -> int:
     tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)
     check_tracking_uri(tracking_uri)
     _prepare_runtime(verbose)
-    from search.predict import predict_ensemble_file, predict_file
+    from search.predict import predict_ensemble_file, predict_file, serving_ensemble
 
     if args.ensemble:
+        from search.ensemble import build_ensemble, log_ensemble
+
+        ensemble, context = build_ensemble(engine, args.study, tracking_uri, args.ensemble)
+        log_ensemble(ensemble, context)
         forecasts = predict_ensemble_file(
-            engine,
+            serving_ensemble(ensemble, context),
             args.study,
-            tracking_uri,
             args.data,
-            args.ensemble,
             args.time_column,
             args.time_format,
         )

@@ -27,6 +27,7 @@ __all__ = [
     "ensemble_forecast",
     "ensemble_frame",
     "forecast",
+    "longest_spec",
     "forecast_frame",
     "model_inputs",
     "read_rows",
@@ -139,11 +140,16 @@ def ensemble_forecast(
     return Forecast(made_from, common, total.astype(np.float32))
 
 
+def longest_spec(specs: Any) -> dict[str, Any]:
+    """The spec whose window reaches furthest back: the one to read an ensemble's rows with."""
+    return max(specs, key=lambda spec: int(_offsets(spec)[-1]))
+
+
 def ensemble_frame(
     members: list[tuple[dict[str, Any], Callable[[np.ndarray], Any], float]], frame: Any
 ) -> pd.DataFrame:
     """Raw rows -> the ensemble's forecasts, in :func:`forecast_frame`'s columns."""
-    spec = max((m[0] for m in members), key=lambda s: int(_offsets(s)[-1]))
+    spec = longest_spec(m[0] for m in members)
     times, values = read_rows(spec, frame)
     result = ensemble_forecast(members, times, values)
     return _frame(spec, result)
