@@ -168,6 +168,13 @@ class _Study:
             raise SearchError(f"study {study!r} has no MLflow runs recorded; cannot find models")
         self.tracker = open_tracker(tracking_uri, study)
         self.space = load_study_space(self.record, self.tracker)
+        fixed = self.space.fixed
+        if fixed.target_steps > 1 or fixed.quantiles:
+            raise SearchError(
+                f"study {study!r} forecasts {fixed.target_steps} steps"
+                + (" with quantiles" if fixed.quantiles else "")
+                + "; --ensemble combines single-step point forecasts only"
+            )
         self.dataset, self.prepared = load_study_data(self.record, self.space)
         self.run_id = lambda trial: trial_run_id(self.tracker, trial, study)
         self._models: dict[int | str, Any] = {}

@@ -50,6 +50,9 @@ class Forecasts:
     issued_at: np.ndarray | None = None
     actual: np.ndarray | None = None  # NaN where the time lies past the file's end
     naive: np.ndarray | None = None
+    steps: np.ndarray | None = None  # 1 is the first step (None: every forecast is step 1)
+    quantiles: np.ndarray | None = None  # (n_forecasts, levels), sorted along the levels
+    levels: tuple[float, ...] | None = None
 
     def score(self) -> tuple[int, float, float] | None:
         """``(forecasts, MAE, naive MAE)`` over the forecasts whose time the file holds."""
@@ -65,17 +68,25 @@ class Forecasts:
     def to_csv(self, path: Path | None = None) -> str:
         """The forecasts as CSV text, also written to ``path``: ``issued_at,step,time,forecast
         <target>,actual <target>,naive <target>,past_end`` (``past_end`` 1 for a forecast
-        beyond the file's last row, whose actual value is not known yet)."""
+        beyond the file's last row, whose actual value is not known yet); a quantile model adds
+        one column per level, ``q0.1 <target>``, ... (``forecast`` is the median)."""
+        from search.serving.forecast import quantile_column
+
         t = self.target
-        lines = [f"issued_at,step,time,forecast {t},actual {t},naive {t},past_end"]
+        levels = list(self.levels or ()) if self.quantiles is not None else []
+        extra = "".join(f",{quantile_column(q, t)}" for q in levels)
+        lines = [f"issued_at,step,time,forecast {t}{extra},actual {t},naive {t},past_end"]
         n = len(self.values)
         issued = self.issued_at if self.issued_at is not None else [None] * n
         actual = self.actual if self.actual is not None else np.full(n, np.nan)
         naive = self.naive if self.naive is not None else np.full(n, np.nan)
-        for when, time, value, real, flat in zip(
-            issued, self.times, self.values, actual, naive, strict=True
+        steps = self.steps if self.steps is not None else np.ones(n, dtype=np.int64)
+        bands = self.quantiles if self.quantiles is not None else np.zeros((n, 0))
+        for when, step, time, value, band, real, flat in zip(
+            issued, steps, self.times, self.values, bands, actual, naive, strict=True
         ):
-            cells = [_stamp(when) if when is not None else "", "1", _stamp(time), f"{value:.4f}"]
+            cells = [_stamp(when) if when is not None else "", str(int(step)), _stamp(time)]
+            cells += [f"{value:.4f}", *(f"{v:.4f}" for v in band)]
             cells += [f"{real:.4f}" if np.isfinite(real) else "", f"{flat:.4f}"]
             cells.append("0" if np.isfinite(real) else "1")
             lines.append(",".join(cells))
@@ -111,7 +122,8 @@ def preprocessing_spec(
     columns, in order), ``target`` and ``unit``, ``mean`` and ``std`` (per feature, applied to the
     raw values before the model), ``calendar`` (the four calendar inputs appended),
     ``lookback_hours``, ``sequence_length`` and ``sampling_rate`` (the window, in rows),
-    ``horizon_hours`` and ``horizon_rows``, and ``steps_per_hour`` (the rows' grid).
+    ``horizon_hours`` and ``horizon_rows``, ``steps_per_hour`` (the rows' grid), ``target_steps``
+    (hourly steps from the horizon on) and ``quantiles`` (the levels, or None).
     """
     from search.data.sources import unit_of
     from search.serving.forecast import SPEC_VERSION
@@ -134,6 +146,8 @@ def preprocessing_spec(
         "horizon_hours": float(window.horizon_hours),
         "horizon_rows": int(window.horizon_rows),
         "steps_per_hour": float(prepared.steps_per_hour),
+        "target_steps": int(window.target_steps),
+        "quantiles": [float(q) for q in config.quantiles] if config.quantiles else None,
     }
 
 
@@ -250,6 +264,9 @@ def _predict(
         issued_at=result.made_from,
         actual=np.where(known, target[at], np.nan),
         naive=target[np.searchsorted(times, result.made_from)],
+        steps=result.steps,
+        quantiles=result.quantiles,
+        levels=result.levels,
     )
 
 

@@ -54,6 +54,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     StrictBool,
+    StrictFloat,
     StrictInt,
     Tag,
     ValidationError,
@@ -319,6 +320,9 @@ class FixedSettings(BaseModel):
     patience: NonNegativeInt = 3
     horizon_hours: PositiveFloat = 24
     target_steps: PositiveInt = 1
+    quantiles: tuple[StrictFloat, ...] | None = None
+    """Quantile levels of a probabilistic forecast (one output per level and step, trained with
+    the pinball loss); None: a point forecast."""
 
     @model_validator(mode="after")
     def _check(self) -> FixedSettings:
@@ -326,7 +330,30 @@ class FixedSettings(BaseModel):
             raise ValueError(
                 f"horizon_hours ({self.horizon_hours:g}) is not a whole number of 10-minute rows"
             )
+        if self.quantiles is not None:
+            problem = quantile_problem(self.quantiles)
+            if problem:
+                raise ValueError(f"quantiles {list(self.quantiles)}: {problem}")
         return self
+
+
+def quantile_problem(levels: Any) -> str | None:
+    """Why a list of quantile levels is unusable (None when it is fine): every level in (0, 1),
+    sorted, none repeated, and 0.5 among them (the median is the point forecast)."""
+    values = list(levels)
+    if not values:
+        return "give at least one level (and 0.5 among them)"
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        return "every level must be a number"
+    if any(not 0.0 < float(v) < 1.0 for v in values):
+        return "every level must lie strictly between 0 and 1"
+    if any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        if len(set(values)) < len(values):
+            return "a level is repeated"
+        return "levels must be sorted in increasing order"
+    if not any(math.isclose(float(v), 0.5) for v in values):
+        return "0.5 must be among them (the median is the point forecast)"
+    return None
 
 
 class SearchSettings(BaseModel):
@@ -629,6 +656,7 @@ class Space(BaseModel):
             patience=self.fixed.patience,
             horizon_hours=self.fixed.horizon_hours,
             target_steps=self.fixed.target_steps,
+            quantiles=self.fixed.quantiles,
             target_scaling=str(values["target_scaling"]),
             calendar_features=bool(values["calendar_features"]),
         )
@@ -676,6 +704,7 @@ class Space(BaseModel):
             f"fixed: epochs={fixed.epochs} optimizer={fixed.optimizer} loss={fixed.loss} "
             f"patience={fixed.patience} horizon_hours={fixed.horizon_hours:g} "
             f"target_steps={fixed.target_steps}"
+            + (f" quantiles={list(fixed.quantiles)}" if fixed.quantiles else "")
         )
         source = f" ({self.book.source})" if self.book.source else ""
         lines.append(f"book configuration{source}, enqueued as trial 0:")
@@ -710,6 +739,17 @@ class TrialConfig:
     target_steps: int
     target_scaling: str = "none"
     calendar_features: bool = False
+    quantiles: tuple[float, ...] | None = None
+
+    @property
+    def loss_name(self) -> str:
+        """The loss a trial trains with: the pinball loss for a quantile forecast."""
+        return "pinball" if self.quantiles else self.loss
+
+    @property
+    def outputs_per_step(self) -> int:
+        """Model outputs per target step: one per quantile level, or one point forecast."""
+        return len(self.quantiles) if self.quantiles else 1
 
     def window(self, steps_per_hour: float) -> WindowSpec:
         """This configuration's window geometry on a series with ``steps_per_hour`` rows per
@@ -743,6 +783,8 @@ class TrialConfig:
             "target_scaling": self.target_scaling,
             "calendar_features": self.calendar_features,
         }
+        if self.quantiles:
+            flat["quantiles"] = ",".join(f"{q:g}" for q in self.quantiles)
         flat.update(self.model_kwargs)
         return flat
 

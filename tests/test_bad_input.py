@@ -163,6 +163,15 @@ def _space_text(**replace: str) -> str:
     return "\n".join(out) + "\n"
 
 
+QUANTILE_CASES = {  # issue 25: quantile levels a space may not hold
+    "outside": "[0.0, 0.5, 0.9]",
+    "above_one": "[0.1, 0.5, 1.5]",
+    "unsorted": "[0.9, 0.5, 0.1]",
+    "repeated": "[0.1, 0.5, 0.5, 0.9]",
+    "no_median": "[0.1, 0.9]",
+}
+
+
 def _write_inputs(inputs: Path) -> None:
     spaces = {
         "binary.yaml": b"\xff\xfe\x00\x81 not text \x00\x9c",
@@ -188,6 +197,15 @@ def _write_inputs(inputs: Path) -> None:
             }
         ).encode(),
         "tabs.yaml": b"name: tabs\n\tarchitecture: dense\n",
+        **{
+            f"quantiles_{name}.yaml": _space_text(
+                **{"fixed:": f"fixed: {{epochs: 3, horizon_hours: 24, quantiles: {levels}}}"}
+            ).encode()
+            for name, levels in QUANTILE_CASES.items()
+        },
+        "steps_zero.yaml": _space_text(
+            **{"fixed:": "fixed: {epochs: 3, horizon_hours: 24, target_steps: 0}"}
+        ).encode(),
         "pathkey.yaml": (_space_text() + "path: /etc/passwd\n").encode(),
         "quick.yaml": (REPO / "spaces" / "quick.yaml").read_bytes(),
     }
@@ -497,6 +515,20 @@ CATALOGUE = [
     case("space-infinite-bound", _new("--space", "{in}/infinite.yaml"), ["learning_rate"]),
     case("space-path-key", _new("--space", "{in}/pathkey.yaml"), ["pathkey.yaml", "path: unknown"]),
     case("space-missing-file", _new("--space", "{in}/nope.yml"), ["nope.yml"]),
+    case(
+        "quantiles-outside",
+        _new("--space", "{in}/quantiles_outside.yaml"),
+        ["quantiles", "strictly between 0 and 1"],
+    ),
+    case(
+        "quantiles-above-one",
+        _new("--space", "{in}/quantiles_above_one.yaml"),
+        ["quantiles", "strictly between 0 and 1"],
+    ),
+    case("quantiles-unsorted", _new("--space", "{in}/quantiles_unsorted.yaml"), ["sorted"]),
+    case("quantiles-repeated", _new("--space", "{in}/quantiles_repeated.yaml"), ["repeated"]),
+    case("quantiles-no-median", _new("--space", "{in}/quantiles_no_median.yaml"), ["0.5"]),
+    case("target-steps-zero", _new("--space", "{in}/steps_zero.yaml"), ["target_steps"]),
     case("spaces-show-malformed", ["spaces", "{in}/tabs.yaml"], ["tabs.yaml", "line 2"]),
     # --- data sources (checked before Keras)
     case("data-folder", _existing("--data", "{in}/folder"), ["folder", "not a file"]),

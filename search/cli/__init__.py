@@ -572,7 +572,7 @@ def _cmd_trials(args: argparse.Namespace) -> int:
 
 
 def _cmd_best(args: argparse.Namespace, verbose: bool) -> int:
-    from search.cli.render import best_text, ui_lines
+    from search.cli.render import best_text, test_step_lines, ui_lines
     from search.tracking import check_tracking_uri, resolve_tracking_uri
 
     if args.export_model:
@@ -605,6 +605,8 @@ def _cmd_best(args: argparse.Namespace, verbose: bool) -> int:
                 f"selection gap {result['selection_gap']:+.1f} points: the estimate's skill "
                 f"against naive minus the test skill ({result['test_skill']:+.1%} on test)"
             )
+        for line in test_step_lines(result):
+            print(line)
     built = _best_ensemble(args, engine, record, verbose) if args.ensemble else None
     if args.register or args.export_model:
         tracking_uri = resolve_tracking_uri(args.tracking_uri or record.mlflow_tracking_uri)

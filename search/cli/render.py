@@ -123,12 +123,60 @@ def best_text(study: str, best: TrialSummary | None, n_trials: int, unit: str) -
         f"  MLflow run     {attrs.get('mlflow_run_id', '-')}",
     ]
     lines[1:1] = estimate_lines(best, unit)
+    lines[-1:-1] = step_lines(attrs, unit)
     lines.append("  hyperparameters:")
     params = full_params(best)
     width = max((len(k) for k in params), default=0)
     for key, value in params.items():
         lines.append(f"    {key:<{width}}  {_value(value)}")
     return "\n".join(lines)
+
+
+def _by_step(values: list[float], fmt: str) -> str:
+    """A per-step list, shortened to steps 1, 6, 12, 18 and the last when it is long."""
+    shown = range(len(values)) if len(values) <= 6 else sorted({0, 5, 11, 17, len(values) - 1})
+    return ", ".join(f"{i + 1} h {format(values[i], fmt)}" for i in shown if i < len(values))
+
+
+def step_lines(attrs: dict[str, Any], unit: str) -> list[str]:
+    """A multi-step or quantile trial's val figures for `search best`: MAE by step (the val MAE
+    above is their mean) and the quantile loss and interval coverage against naive's."""
+    lines = []
+    by_step = attrs.get("val_mae_by_step")
+    if by_step:
+        lines.append(f"  MAE by step    {_by_step(by_step, '.3f')} {unit} (val MAE is their mean)")
+    if "val_wql" in attrs:
+        lines.append(
+            f"  quantile loss  {_number(attrs.get('val_wql'), '.4f')} weighted (naive with "
+            f"train-residual intervals {_number(attrs.get('naive_wql'), '.4f')})"
+        )
+        lines.append(
+            f"  coverage       {_number(attrs.get('val_coverage'), '.1%')} of val inside the "
+            f"uncalibrated interval (naive {_number(attrs.get('naive_coverage'), '.1%')}); the "
+            "saved model's interval is calibrated on these val windows"
+        )
+    return lines
+
+
+def test_step_lines(result: dict[str, Any]) -> list[str]:
+    """`--evaluate-test`'s multi-step and quantile figures."""
+    unit = result.get("unit", "")
+    lines = []
+    if result.get("mae_by_step"):
+        lines.append(
+            f"test MAE by step: {_by_step(result['mae_by_step'], '.3f')} {unit} (naive "
+            f"{_by_step(result['naive_mae_by_step'], '.3f')}); test MAE above is their mean"
+        )
+    if "test_wql" in result:
+        level = result["test_interval_level"]
+        lines.append(
+            f"test weighted quantile loss {result['test_wql']:.4f} (naive "
+            f"{result['test_naive_wql']:.4f}, {result['test_wql_skill']:+.1%} better); "
+            f"{level:.0%} interval covers {result['test_coverage']:.1%} of test (per step "
+            f"{result['test_coverage_min_step']:.1%}-{result['test_coverage_max_step']:.1%}; "
+            f"naive's {result['test_naive_coverage']:.1%})"
+        )
+    return lines
 
 
 def estimate_lines(best: TrialSummary, unit: str) -> list[str]:

@@ -30,6 +30,7 @@ __all__ = [
     "longest_spec",
     "forecast_frame",
     "model_inputs",
+    "quantile_column",
     "read_rows",
 ]
 
@@ -45,12 +46,16 @@ class RowsError(ValueError):
 
 @dataclass
 class Forecast:
-    """One entry per complete window: the time it was made from (its last input row), the time
-    it is for, and the forecast in the target's units."""
+    """One entry per complete window and step: the time it was made from (its last input row),
+    the time it is for, and the forecast in the target's units (the median of a quantile
+    forecast, whose levels are in ``quantiles``, one column per level of ``levels``)."""
 
     made_from: np.ndarray  # datetime64[s]
     times: np.ndarray  # datetime64[s]
     values: np.ndarray  # float32, (n,)
+    steps: np.ndarray | None = None  # int64, (n,): 1 is the first step; None: all 1
+    quantiles: np.ndarray | None = None  # float32, (n, levels), sorted along the levels
+    levels: tuple[float, ...] | None = None
 
 
 def calendar_columns(times: np.ndarray | None, n_rows: int) -> np.ndarray:
@@ -105,14 +110,29 @@ def forecast(
     inputs = model_inputs(spec, times, values)
     offsets = _offsets(spec)
     starts = np.arange(count, dtype=np.int64)
+    steps = int(spec.get("target_steps", 1))  # specs written before multi-step: one step
+    levels = tuple(spec.get("quantiles") or ())
     outputs = []
     for first in range(0, count, _BATCH):
         chunk = starts[first : first + _BATCH]
         x = np.take(inputs, chunk[:, None] + offsets[None, :], axis=0)
-        outputs.append(np.asarray(predict(x), dtype=np.float32).reshape(len(chunk), -1)[:, 0])
+        out = np.asarray(predict(x), dtype=np.float32).reshape(len(chunk), steps, -1)
+        outputs.append(out if levels else out[..., :1])
+    grid = np.concatenate(outputs)  # (windows, steps, levels or 1)
+    if levels:  # never hand out crossing quantiles, whatever the model does
+        grid = np.sort(grid, axis=-1)
     made_from = np.asarray(times)[starts + int(offsets[-1])].astype("datetime64[s]")
     horizon = np.timedelta64(round(float(spec["horizon_hours"]) * 3600), "s")
-    return Forecast(made_from, made_from + horizon, np.concatenate(outputs))
+    ahead = horizon + np.arange(steps) * np.timedelta64(3600, "s")  # hourly steps
+    median = min(range(len(levels)), key=lambda i: abs(levels[i] - 0.5)) if levels else 0
+    return Forecast(
+        np.repeat(made_from, steps),
+        (made_from[:, None] + ahead[None, :]).ravel(),
+        grid[..., median].ravel(),
+        np.tile(np.arange(1, steps + 1, dtype=np.int64), count),
+        grid.reshape(count * steps, -1) if levels else None,
+        levels or None,
+    )
 
 
 def ensemble_forecast(
@@ -126,6 +146,8 @@ def ensemble_forecast(
     results = [
         (forecast(spec, times, values, predict), weight) for spec, predict, weight in members
     ]
+    if len(results) == 1 and results[0][1] == 1.0:  # one model: its forecast as it is
+        return results[0][0]
     common = results[0][0].times
     for result, _ in results[1:]:
         common = np.intersect1d(common, result.times)
@@ -262,12 +284,22 @@ def forecast_frame(
     return _frame(spec, forecast(spec, times, values, predict))
 
 
+def quantile_column(level: float, target: str) -> str:
+    """The column of one quantile level: ``q0.1 <target>``."""
+    return f"q{level:g} {target}"
+
+
 def _frame(spec: dict[str, Any], result: Forecast) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "issued_at": time_text(result.made_from),
-            "step": np.ones(len(result.values), dtype=np.int64),
-            "time": time_text(result.times),
-            f"forecast {spec['target']}": result.values.astype(np.float64),
-        }
-    )
+    steps = result.steps if result.steps is not None else np.ones(len(result.values), np.int64)
+    columns = {
+        "issued_at": time_text(result.made_from),
+        "step": steps,
+        "time": time_text(result.times),
+        f"forecast {spec['target']}": result.values.astype(np.float64),
+    }
+    if result.quantiles is not None and result.levels:
+        for j, level in enumerate(result.levels):
+            columns[quantile_column(level, spec["target"])] = result.quantiles[:, j].astype(
+                np.float64
+            )
+    return pd.DataFrame(columns)

@@ -9,7 +9,7 @@ from typing import Any
 
 import keras
 
-__all__ = ["InverseTargetScaling"]
+__all__ = ["InverseTargetScaling", "SortedQuantiles"]
 
 
 @keras.saving.register_keras_serializable(package="search")
@@ -39,7 +39,8 @@ class InverseTargetScaling(keras.layers.Layer):
         y = y * self.scale
         if self.mode == "residual":
             last = x[:, -1, self.target_index] * self.input_std + self.input_mean
-            return y + keras.ops.expand_dims(last, -1)
+            # one last value per window, against every step (and quantile level) of its output
+            return y + keras.ops.reshape(last, (-1,) + (1,) * (len(y.shape) - 1))
         return y + self.center
 
     def compute_output_shape(self, input_shape: Any) -> Any:
@@ -55,3 +56,26 @@ class InverseTargetScaling(keras.layers.Layer):
             "input_mean": self.input_mean,
             "input_std": self.input_std,
         }
+
+
+@keras.saving.register_keras_serializable(package="search")
+class SortedQuantiles(keras.layers.Layer):
+    """A quantile forecast ``(batch, steps, levels)`` plus its conformal ``offsets`` (``(steps,
+    levels)``, zero before calibration), sorted along the levels: what is handed out never has
+    crossing quantiles (a sort is the monotone rearrangement of Chernozhukov et al. 2010, which
+    never increases the pinball loss)."""
+
+    def __init__(self, offsets: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.offsets = None if offsets is None else [[float(v) for v in row] for row in offsets]
+
+    def call(self, y: Any) -> Any:
+        if self.offsets is not None:
+            y = y + keras.ops.convert_to_tensor(self.offsets, dtype=y.dtype)
+        return keras.ops.sort(y, axis=-1)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "offsets": self.offsets}

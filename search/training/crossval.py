@@ -38,7 +38,16 @@ from search.training.checkpoints import (
     save_fold_checkpoints,
 )
 from search.training.compile import TrialFailed, compiled_model
+from search.training.intervals import median_of
 from search.training.scaling import TargetScaling, fit_scaling, loss_label
+from search.training.steps import (
+    StepReport,
+    calibrate,
+    describe_steps,
+    log_report,
+    naive_reference,
+    step_report,
+)
 from search.workers import past
 
 if TYPE_CHECKING:
@@ -231,7 +240,7 @@ def train_folds(
             best_mean, best_mean_epoch = value, epoch
         runner.say(
             f"  trial {number} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f} "
-            f"({loss_label(config.loss, config.target_scaling, unit)})  val_mae {value:.3f} {unit} (mean of {len(folds)} "
+            f"({loss_label(config.loss_name, config.target_scaling, unit)})  val_mae {value:.3f} {unit} (mean of {len(folds)} "
             f"folds; trial best {min(h['val_mae'] for h in history):.3f}; on this trial's fold "
             f"windows: naive {naive:.3f}, linear {linear:.3f})"
         )
@@ -276,7 +285,13 @@ def train_folds(
         }
     )
     model = fold_mean_model(folds, config.calendar_features)
-    oof = _out_of_fold(folds, runner.prepared)
+    if config.target_steps > 1 or config.quantiles:  # per step; calibrated out of fold
+        report = _fold_steps(folds, config.quantiles)
+        log_report(tracker, run_id, report, unit)
+        handle.set_attrs(describe_steps(report))
+        if report.offsets is not None:
+            model = calibrate(model, report.offsets)
+    oof = _out_of_fold(folds, runner.prepared, config.quantiles)
     _log_oof(tracker, run_id, oof)
     runner._log_artifacts(run_id, model, history, naive, linear)
     order = np.argsort(oof["row"], kind="stable")
@@ -295,7 +310,36 @@ def _state(fold: Fold) -> tuple[keras.Model, list[dict[str, float]], float, int,
     return fold.model, fold.history, fold.best, fold.best_epoch, fold.best_weights
 
 
-def _out_of_fold(folds: list[Fold], prepared: Prepared) -> dict[str, np.ndarray]:
+def _fold_steps(folds: list[Fold], quantiles: tuple[float, ...] | None) -> StepReport:
+    """The per-step figures of every fold's best-epoch forecasts on its own val windows
+    together (each fold's naive intervals from its own train windows), and the conformal
+    offsets from them: out of fold, so the fold-mean model is calibrated on windows none of its
+    fold models trained on."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("forecast", "actual", "last", "linear")}
+    naive: list[np.ndarray] = []
+    for fold in folds:
+        spec = fold.val.spec
+        parts["forecast"].append(np.asarray(fold.model.predict(fold.val, verbose=0), np.float64))
+        parts["actual"].append(fold.val.targets().astype(np.float64))
+        last = np.asarray(fold.prepared.target, np.float64)[fold.val.last_input_rows()]
+        parts["last"].append(last)
+        parts["linear"].append(fold.linear.predict(fold.prepared, "val"))
+        if quantiles:
+            naive.append(naive_reference(fold.prepared, spec, quantiles).forecast(last))
+    joined = {k: np.concatenate(v) for k, v in parts.items()}
+    return step_report(
+        joined["forecast"],
+        joined["actual"],
+        joined["last"],
+        joined["linear"],
+        quantiles,
+        np.concatenate(naive) if quantiles else None,
+    )
+
+
+def _out_of_fold(
+    folds: list[Fold], prepared: Prepared, quantiles: tuple[float, ...] | None = None
+) -> dict[str, np.ndarray]:
     """Every fold's best-epoch forecasts on its own val windows, with the rows and times of the
     targets (every step), the actual values, the naive and the linear forecasts."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("fold", "row", "prediction", "actual")}
@@ -306,6 +350,8 @@ def _out_of_fold(folds: list[Fold], prepared: Prepared) -> dict[str, np.ndarray]
         offsets = spec.delay + np.arange(spec.target_steps) * stride
         rows = val.start_rows()[:, None] + offsets[None, :]
         predicted = np.asarray(fold.model.predict(val, verbose=0), dtype=np.float64)
+        predicted = predicted.reshape(len(rows), spec.target_steps, -1)
+        predicted = median_of(predicted if quantiles else predicted[..., 0], quantiles)
         parts["fold"].append(np.full(len(rows), fold.index, dtype=np.int64))
         parts["row"].append(rows[:, 0])
         parts["prediction"].append(predicted[:, 0])

@@ -104,16 +104,23 @@ def forecast_figure(
     steps_per_hour: float,
     days: float = 14,
     horizon_hours: float | None = None,
+    band: tuple[np.ndarray, np.ndarray, str] | None = None,
+    paths: list[dict[str, Any]] | None = None,
 ) -> Figure:
     """Top: two weeks of the validation series, the model's forecast and the naive forecast
     (the first contiguous stretch of val windows). Middle: the distribution of the errors
     (forecast - actual) of both over every val window, with their mean bias. Bottom, when the
-    series has timestamps: MAE by hour of day and by month over the whole val period."""
+    series has timestamps: MAE by hour of day and by month over the whole val period.
+
+    A quantile forecast adds ``band`` (lower, upper, label) around the median; a multi-step one
+    adds ``paths`` (each: ``times``, ``actual``, ``forecast``, ``naive``, optional ``lower`` and
+    ``upper``), a last row of whole forecast paths from a few issue times."""
     times = np.asarray(times)
     dated = np.issubdtype(times.dtype, np.datetime64) and len(times) > 0
-    figure = plt.figure(figsize=(10.0, 9.5 if dated else 6.5), dpi=100)
+    rows = (3 if dated else 2) + (1 if paths else 0)
+    figure = plt.figure(figsize=(10.0, 3.2 * rows), dpi=100)
     grid = figure.add_gridspec(
-        3 if dated else 2, 2, height_ratios=[1.2, 1.0, 1.0][: 3 if dated else 2]
+        rows, max(2, len(paths or [])), height_ratios=[1.2] + [1.0] * (rows - 1)
     )
     top = figure.add_subplot(grid[0, :])
     bottom = figure.add_subplot(grid[1, :])
@@ -126,6 +133,16 @@ def forecast_figure(
             end = int(gaps[0]) + 1  # stay inside one contiguous block of windows
     shown = slice(0, max(end, 1))
     top.plot(times[shown], actual[shown], color="black", linewidth=1.2, label="actual")
+    if band is not None:
+        top.fill_between(
+            times[shown],
+            band[0][shown],
+            band[1][shown],
+            color="tab:blue",
+            alpha=0.2,
+            linewidth=0,
+            label=band[2],
+        )
     top.plot(times[shown], forecast[shown], color="tab:blue", linewidth=1.0, label="model")
     top.plot(times[shown], naive[shown], color="grey", linewidth=0.9, linestyle="--", label="naive")
     top.set_ylabel(unit)
@@ -168,6 +185,8 @@ def forecast_figure(
     )
     bottom.grid(alpha=0.3)
     _outside(bottom)
+    if paths:
+        _draw_paths(figure, grid, rows - 1, paths, unit)
     if dated:
         hours, months = _hours_and_months(times)
         errors = {"model": model_err, "naive": naive_err}
@@ -177,12 +196,77 @@ def forecast_figure(
         by_hour.set_xlabel("hour of day (of the time forecast)")
         by_hour.set_ylabel(f"MAE ({unit})")
         by_hour.set_title("MAE by hour of day, whole val period", fontsize=9)
-        by_month = figure.add_subplot(grid[2, 1])
+        by_month = figure.add_subplot(grid[2, 1:])
         _error_by(by_month, months, 12, errors)
         by_month.set_xticks(range(12), _MONTHS, fontsize=8)
         by_month.set_xlabel("month (of the time forecast)")
         by_month.set_title("MAE by month, whole val period (months with val windows)", fontsize=9)
         _outside(by_month)
+    figure.tight_layout()
+    return figure
+
+
+def _draw_paths(
+    figure: Figure, grid: Any, row: int, paths: list[dict[str, Any]], unit: str
+) -> None:
+    for column, path in enumerate(paths):
+        axis = figure.add_subplot(grid[row, column])
+        hours = np.arange(1, len(path["forecast"]) + 1)
+        if "lower" in path:
+            axis.fill_between(
+                hours, path["lower"], path["upper"], color="tab:blue", alpha=0.2, linewidth=0
+            )
+        axis.plot(hours, path["actual"], color="black", linewidth=1.2, label="actual")
+        axis.plot(hours, path["forecast"], color="tab:blue", linewidth=1.0, label="model")
+        axis.plot(hours, path["naive"], color="grey", linewidth=0.9, linestyle="--", label="naive")
+        axis.set_title(f"issued {path['issued']}", fontsize=8)
+        axis.set_xlabel("hours ahead", fontsize=8)
+        if column == 0:
+            axis.set_ylabel(unit)
+            axis.legend(fontsize=7)
+        axis.grid(alpha=0.3)
+
+
+def mae_by_step_figure(rows: list[dict[str, Any]], unit: str) -> Figure:
+    """Val MAE per step of a multi-step trial against the naive and linear forecasts per step
+    (and, for a quantile trial, the coverage of its uncalibrated interval)."""
+    figure, axis = plt.subplots(figsize=(8.5, 4.2), dpi=100)
+    steps = [row["step"] for row in rows]
+    axis.plot(
+        steps,
+        [row["val_mae"] for row in rows],
+        marker="o",
+        color="tab:blue",
+        label="model (median)",
+    )
+    axis.plot(
+        steps, [row["naive_mae"] for row in rows], color="grey", linestyle="--", label="naive"
+    )
+    axis.plot(
+        steps,
+        [row["linear_mae"] for row in rows],
+        color="tab:purple",
+        linestyle=":",
+        label="linear",
+    )
+    axis.set_xlabel("step (hours ahead)")
+    axis.set_ylabel(f"val MAE ({unit})")
+    axis.set_ylim(bottom=0.0)
+    axis.set_title("MAE by step on the val windows, best epoch")
+    axis.grid(alpha=0.3)
+    if "val_coverage" in rows[0]:
+        right = axis.twinx()
+        right.plot(
+            steps,
+            [100 * row["val_coverage"] for row in rows],
+            color="tab:green",
+            linewidth=0.8,
+            label="interval coverage (uncalibrated, %)",
+        )
+        right.set_ylabel("coverage (%)")
+        right.set_ylim(0, 100)
+        right.legend(loc="lower right", fontsize=8)
+    axis.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     return figure
 

@@ -32,6 +32,8 @@ from search.serving.layers import InverseTargetScaling  # the layer travels with
 
 __all__ = [
     "InverseTargetScaling",
+    "MedianMAE",
+    "PinballLoss",
     "ScaledLoss",
     "TargetScaling",
     "fit_scaling",
@@ -116,13 +118,20 @@ class ScaledLoss(keras.losses.Loss):
         return {"loss": self.loss, "scale": self.scale, "name": self.name}
 
 
+def _head_layer(model: keras.Model) -> Any:
+    """The last layer with weights, looking inside nested models (a quantile model wraps its
+    architecture's model and reshapes its output)."""
+    layer = next(layer for layer in reversed(model.layers) if layer.weights)
+    return _head_layer(layer) if isinstance(layer, keras.Model) else layer
+
+
 def scaled_model(base: keras.Model, scaling: TargetScaling) -> keras.Model:
     """``base`` (which outputs scaled values) followed by the inverse scaling; ``none`` returns
     ``base`` itself. With ``residual``, ``base``'s output layer starts at zero."""
     if scaling.mode == "none":
         return base
     if scaling.mode == "residual":
-        head = next(layer for layer in reversed(base.layers) if layer.weights)
+        head = _head_layer(base)
         for weight in head.weights:
             weight.assign(keras.ops.zeros(weight.shape, dtype=weight.dtype))
     inputs = keras.Input(shape=base.input_shape[1:], name="window")
@@ -138,9 +147,59 @@ def scaled_model(base: keras.Model, scaling: TargetScaling) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"{base.name}_in_target_units")
 
 
-def compile_loss(loss: str, scaling: TargetScaling) -> Any:
-    """The loss to compile with: the space's loss, on scaled values when the target is scaled."""
+def compile_loss(
+    loss: str, scaling: TargetScaling, quantiles: tuple[float, ...] | None = None
+) -> Any:
+    """The loss to compile with: the space's loss, on scaled values when the target is scaled;
+    with quantile levels, the pinball loss on scaled values (the space's loss is not used)."""
+    if quantiles:
+        return PinballLoss(quantiles, scaling.scale if scaling.mode != "none" else 1.0)
     return loss if scaling.mode == "none" else ScaledLoss(loss, scaling.scale)
+
+
+@keras.saving.register_keras_serializable(package="search")
+class PinballLoss(keras.losses.Loss):
+    """The pinball (quantile) loss of a ``(batch, steps, levels)`` forecast against ``(batch,
+    steps)`` targets, averaged over windows, steps and levels, on values divided by ``scale``:
+    ``max(q * e, (q - 1) * e)`` with ``e = y - y_q``."""
+
+    def __init__(self, quantiles: Any = (0.5,), scale: float = 1.0, **kwargs: Any) -> None:
+        kwargs.setdefault("name", "pinball")
+        super().__init__(**kwargs)
+        self.quantiles = tuple(float(q) for q in quantiles)
+        self.scale = float(scale)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        ops = keras.ops
+        levels = ops.convert_to_tensor(self.quantiles, dtype=y_pred.dtype)
+        error = (ops.expand_dims(ops.cast(y_true, y_pred.dtype), -1) - y_pred) / self.scale
+        return ops.mean(ops.maximum(levels * error, (levels - 1.0) * error), axis=(-2, -1))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"quantiles": list(self.quantiles), "scale": self.scale, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="search")
+class MedianMAE(keras.metrics.MeanMetricWrapper):
+    """``mae`` of a quantile forecast: the absolute error of its median (level ``index``),
+    averaged over windows and steps, in the target's units."""
+
+    def __init__(self, index: int = 0, name: str = "mae", **kwargs: Any) -> None:
+        self.index = int(index)
+        super().__init__(fn=self._median_error, name=name, **kwargs)
+
+    def _median_error(self, y_true: Any, y_pred: Any) -> Any:
+        ops = keras.ops
+        median = y_pred[..., self.index]
+        return ops.mean(ops.abs(ops.cast(y_true, median.dtype) - median), axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name}
+
+
+def median_index(quantiles: tuple[float, ...]) -> int:
+    """Where the median (0.5) sits among the levels."""
+    return min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5))
 
 
 def loss_label(loss: str, mode: str, unit: str) -> str:

@@ -39,6 +39,14 @@ from search.training.checkpoints import (
 from search.training.compile import TrialFailed, compiled_model
 from search.training.crossval import train_folds
 from search.training.scaling import fit_scaling, loss_label
+from search.training.steps import (
+    StepReport,
+    calibrate,
+    describe_steps,
+    log_report,
+    target_offsets,
+    trial_step_figures,
+)
 from search.workers import past, worker_attrs
 
 if TYPE_CHECKING:
@@ -305,7 +313,7 @@ class TrialRunner:
             best = min([h.get("val_mae", math.inf) for h in monitor.history])
             self.say(
                 f"  trial {number} epoch {epoch + 1}/{epochs}: "
-                f"loss {logs.get('loss', math.nan):.4f} ({loss_label(config.loss, config.target_scaling, unit)})  "
+                f"loss {logs.get('loss', math.nan):.4f} ({loss_label(config.loss_name, config.target_scaling, unit)})  "
                 f"val_mae {logs.get('val_mae', math.nan):.3f} {unit}  (trial best {best:.3f}; "
                 f"on this trial's val windows: naive {baseline:.3f}, linear {linear.val_mae:.3f})"
             )
@@ -384,8 +392,13 @@ class TrialRunner:
                 "train_windows": train.num_windows,  # samples per epoch (benchmarks' samples/s)
             }
         )
+        if config.target_steps > 1 or config.quantiles:  # per step, and the calibrated model
+            model, report = self._steps(
+                run_id, model, spec, config, val, linear.predict(prepared, "val")
+            )
+            handle.set_attrs(describe_steps(report))
         self._log_artifacts(run_id, model, monitor.history, baseline, linear.val_mae)
-        self._log_forecast(run_id, model, val)
+        self._log_forecast(run_id, model, val, config.quantiles)
         if monitor.timed_out:
             raise self.timed_out(handle, run_id, len(monitor.history))
         if monitor.pruned:
@@ -435,15 +448,75 @@ class TrialRunner:
             model.save(path)
             self.tracker.log_file(run_id, path, "model")
 
-    def _log_forecast(self, run_id: str, model: keras.Model, val: WindowDataset) -> None:
+    def _steps(
+        self,
+        run_id: str,
+        model: keras.Model,
+        spec: Any,
+        config: TrialConfig,
+        val: WindowDataset,
+        linear_forecast: np.ndarray,
+    ) -> tuple[keras.Model, StepReport]:
+        """A multi-step or quantile trial's per-step figures on val (logged), and its model
+        with the conformal calibration from those val windows (what is saved)."""
+        forecast = np.asarray(model.predict(val, verbose=0), dtype=np.float64)
+        report = trial_step_figures(
+            self.prepared,
+            spec,
+            config.quantiles,
+            forecast,
+            val.targets(),
+            val.last_input_rows(),
+            linear_forecast,
+        )
+        log_report(self.tracker, run_id, report, self.unit)
+        if report.offsets is not None:
+            model = calibrate(model, report.offsets)
+        return model, report
+
+    def _log_forecast(
+        self,
+        run_id: str,
+        model: keras.Model,
+        val: WindowDataset,
+        quantiles: tuple[float, ...] | None = None,
+    ) -> None:
         """forecast.png: the best epoch's val forecast against the actual series and the naive
-        forecast over two weeks, and the error distributions."""
-        predicted = np.asarray(model.predict(val, verbose=0))[:, 0]
-        actual = val.targets()[:, 0]
-        naive = self.prepared.target[val.last_input_rows()]
-        rows = val.start_rows() + val.spec.delay
-        times = self.prepared.times[rows] if self.prepared.times is not None else rows
-        self._log_forecast_arrays(run_id, times, actual, predicted, naive)
+        forecast over two weeks, and the error distributions (the last step of a multi-step
+        forecast, with its interval band and a few whole paths)."""
+        output = np.asarray(model.predict(val, verbose=0), dtype=np.float64)
+        output = output.reshape(output.shape[0], val.spec.target_steps, -1)
+        index = (
+            min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5)) if quantiles else 0
+        )
+        median, actual = output[..., index], val.targets().astype(np.float64)
+        last_rows = val.last_input_rows()
+        naive = self.prepared.target[last_rows].astype(np.float64)
+        rows = val.start_rows() + target_offsets(val.spec)[-1]
+        stamps = self.prepared.times
+        times = stamps[rows] if stamps is not None else rows
+        band = None
+        if quantiles:
+            level = f"{100 * (quantiles[-1] - quantiles[0]):g}% interval"
+            band = (output[:, -1, 0], output[:, -1, -1], f"{level} (calibrated on val)")
+        paths = None
+        if val.spec.target_steps > 1 and len(median):
+            paths = []
+            for i in sorted({0, len(median) // 2, len(median) - 1}):
+                path = {
+                    "issued": str(stamps[last_rows[i]])[:16]
+                    if stamps is not None
+                    else str(last_rows[i]),
+                    "actual": actual[i],
+                    "forecast": median[i],
+                    "naive": np.full(val.spec.target_steps, naive[i]),
+                }
+                if quantiles:
+                    path.update(lower=output[i, :, 0], upper=output[i, :, -1])
+                paths.append(path)
+        self._log_forecast_arrays(
+            run_id, times, actual[:, -1], median[:, -1], naive, band=band, paths=paths
+        )
 
     def _log_forecast_arrays(
         self,
@@ -452,6 +525,8 @@ class TrialRunner:
         actual: np.ndarray,
         predicted: np.ndarray,
         naive: np.ndarray,
+        band: tuple[np.ndarray, np.ndarray, str] | None = None,
+        paths: list[dict[str, Any]] | None = None,
     ) -> None:
         import matplotlib.pyplot as plt
 
@@ -464,7 +539,9 @@ class TrialRunner:
             naive,
             self.unit,
             self.prepared.steps_per_hour,
-            horizon_hours=self.space.fixed.horizon_hours,
+            horizon_hours=self.space.fixed.horizon_hours + (self.space.fixed.target_steps - 1),
+            band=band,
+            paths=paths,
         )
         self.tracker.log_figure(run_id, figure, "forecast.png")
         plt.close(figure)
