@@ -233,6 +233,10 @@ def test_evaluate_test_prints_steps_and_interval_figures(study: Path) -> None:
     assert "test weighted quantile loss" in result.stdout and "80% interval covers" in result.stdout
 
 
+T = "T (degC)"
+SERVED = ["issued_at", "step", "time", f"forecast {T}", f"q0.1 {T}", f"q0.5 {T}", f"q0.9 {T}"]
+"""The columns of a multi-step quantile model's forecasts (`search predict` adds the actual and
+naive values and past_end)."""
 FIRST, ROWS = 20_000, 400  # rows of the 2020 record the study never saw (it used 9,000)
 
 
@@ -263,19 +267,7 @@ def test_predict_rows_of_a_multi_step_quantile_model_recomputed(
     ds = load_dataset("jena-2020")
     ds_first, rows = FIRST, ROWS
     _, table = predicted
-    t = "T (degC)"
-    assert table[0] == [
-        "issued_at",
-        "step",
-        "time",
-        f"forecast {t}",
-        f"q0.1 {t}",
-        f"q0.5 {t}",
-        f"q0.9 {t}",
-        f"actual {t}",
-        f"naive {t}",
-        "past_end",
-    ]
+    assert table[0] == [*SERVED, f"actual {T}", f"naive {T}", "past_end"]
     body = table[1:]
     windows = rows - (24 * 6 - 6)  # 24 h of 10-minute rows at sampling rate 6
     assert len(body) == windows * 3
@@ -331,19 +323,10 @@ def test_the_exported_model_answers_with_calibrated_quantile_rows(
     assert result.returncode == 0, result.stdout + result.stderr
     frame = pd.read_csv(predicted[0]).rename(columns={"Date Time": "date"})  # the study's name
     answer = mlflow.pyfunc.load_model(str(folder)).predict(frame)
-    t = "T (degC)"
-    assert list(answer.columns) == [
-        "issued_at",
-        "step",
-        "time",
-        f"forecast {t}",
-        f"q0.1 {t}",
-        f"q0.5 {t}",
-        f"q0.9 {t}",
-    ]
+    assert list(answer.columns) == SERVED
     written = pd.read_csv(study / "forecasts.csv")
     assert len(answer) == len(written)
     assert (answer["step"].to_numpy() == written["step"].to_numpy()).all()
     assert (answer["time"].astype(str).to_numpy() == written["time"].to_numpy()).all()
-    for column in (f"forecast {t}", f"q0.1 {t}", f"q0.9 {t}"):
+    for column in (f"forecast {T}", f"q0.1 {T}", f"q0.9 {T}"):
         np.testing.assert_allclose(answer[column], written[column], atol=1e-3)
