@@ -417,14 +417,28 @@ def _prepare_runtime(verbose: bool) -> None:
     """Choose the backend (if not chosen yet) and quieten TensorFlow before Keras is imported
     (unless --verbose)."""
     from search._quiet import quiet_native_stderr, quiet_python_loggers, set_quiet_environment
+    from search.data.sources import report_downloads_to
 
     _choose_backend(None)
+    report_downloads_to(_show_download)
 
     if not verbose:
         set_quiet_environment()
         log = Path(tempfile.gettempdir()) / f"search-native-{os.getuid()}.log"
         quiet_native_stderr(log)
         quiet_python_loggers()
+
+
+def _show_download(url: str, done: int, total: int, finished: bool) -> None:
+    """A download's progress on a terminal's stderr: MB done (of the total)."""
+    if not sys.stderr.isatty():
+        return
+    if finished:
+        sys.stderr.write("\n")
+        return
+    of = f" of {total / 1e6:.1f}" if total else ""
+    sys.stderr.write(f"\rdownloading {url}: {done / 1e6:.1f}{of} MB")
+    sys.stderr.flush()
 
 
 def _cmd_run(args: argparse.Namespace, verbose: bool) -> int:
