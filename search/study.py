@@ -28,6 +28,7 @@ from search.data.splits import FOLDS_MARK
 from search.engines import Engine, SearchOptions, TrialSummary, open_engine
 from search.engines.base import DEFAULT_PRUNER, DEFAULT_SAMPLER, DEFAULT_TUNER
 from search.errors import DataError, SearchError
+from search.local_folders import spool_root
 from search.record import (
     DEFAULT_SEED,
     DEFAULT_SPACE,
@@ -42,7 +43,7 @@ from search.runtime import versions_tag
 from search.tracking import Tracker, open_tracker, redact, resolve_tracking_uri
 from search.tracking.redact import without_credentials
 from search.tracking.spool import SPOOL_PREFIX, Spool, SpooledTracker
-from search.workers import checkpoint_root, local_state_dir
+from search.workers import checkpoint_root
 
 if TYPE_CHECKING:
     from search.spaces import Space
@@ -229,7 +230,6 @@ def _check_search_options(request: StudyRequest, record: StudyRecord | None = No
 
 
 def _stem(space: str) -> str:
-    from pathlib import Path
 
     return Path(space).stem
 
@@ -460,11 +460,6 @@ def run_study(request: StudyRequest) -> StudyOutcome:
 def objective_name(unit: str) -> str:
     """What the study minimises, with its unit, as the engine's views name it."""
     return f"val MAE ({unit})" if unit else "val MAE"
-
-
-def spool_root(storage_url: str, study: str) -> Path:
-    """The local folder of a study's tracking spool on this machine."""
-    return local_state_dir(storage_url, study, "spool")
 
 
 def sync_timeout() -> float:

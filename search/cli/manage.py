@@ -149,8 +149,9 @@ def _plural(n: int, word: str) -> str:
 
 def _cmd_sync(args: argparse.Namespace) -> int:
     from search.cli import _existing_study
+    from search.local_folders import spool_root
     from search.storage import resolve_storage_url
-    from search.study import spool_root, sync_timeout
+    from search.study import sync_timeout
     from search.sync import sync_study
     from search.tracking import check_tracking_uri, open_tracker, resolve_tracking_uri
     from search.tracking.spool import Spool
@@ -205,7 +206,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _cmd_studies(args: argparse.Namespace) -> int:
-    from search.engines.transfer import list_studies
+    from search.engines.studies import list_studies
 
     storage = _existing_storage(args.storage)
     studies = list_studies(storage)
@@ -241,22 +242,10 @@ def _when(moment: datetime | None) -> str:
 # --------------------------------------------------------------------------- delete
 
 
-def _remove_tree(folder: Path) -> None:
-    """Remove a study's local folder, and the folder holding it when that is left empty
-    (``studies.db.checkpoints``)."""
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
-    try:
-        folder.parent.rmdir()
-    except OSError:
-        pass  # other studies' folders, or none
-
-
 def _running_elsewhere(storage: str, study: str) -> list[tuple[int, str]]:
     """The study's RUNNING trials whose worker is recorded and not provably gone: (number,
     "on HOST (pid PID)")."""
-    from search.engines.transfer import running_trials
+    from search.engines.studies import running_trials
     from search.workers import worker_is_gone
 
     return [
@@ -267,7 +256,8 @@ def _running_elsewhere(storage: str, study: str) -> list[tuple[int, str]]:
 
 
 def _cmd_delete(args: argparse.Namespace) -> int:
-    from search.engines.transfer import delete_study, describe_study
+    from search.engines.studies import delete_study, describe_study
+    from search.local_folders import remove_study_folders
     from search.record import StudyRecord, validate_study_name
 
     validate_study_name(args.study)
@@ -301,19 +291,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
             return EXIT_ABORTED
     deleted = delete_study(storage, args.study)
     record = StudyRecord.from_attrs(attrs)
-    from search.workers import checkpoint_root
-
-    _remove_tree(checkpoint_root(storage, args.study))  # epoch checkpoints
-    from search.study import spool_root
-    from search.tracking.spool import Spool
-
-    spool = Spool(spool_root(storage, args.study))
-    unsent = spool.backlog()[1]
-    _remove_tree(spool.root)  # logs for runs of a study that is gone
-    if record.engine == "keras-tuner":  # the oracle's state and Hyperband's checkpoints
-        from search.engines.keras_tuner import tuner_dir
-
-        _remove_tree(tuner_dir(storage, args.study))
+    unsent = remove_study_folders(storage, args.study, record.engine)
     kept = "its MLflow runs are kept"
     if record.mlflow_tracking_uri:
         kept += f" (experiment {args.study!r} in {redact(record.mlflow_tracking_uri)})"

@@ -1,5 +1,5 @@
-"""Moving studies between Optuna storages, listing and deleting them: the Optuna side of
-`search export`, `search import`, `search studies` and `search delete`.
+"""Moving studies between Optuna storages: the Optuna side of `search export` and `search import`
+(listing and deleting studies: :mod:`search.engines.studies`, re-exported here).
 
 A study travels as one JSON file (never a pickle), format ``search-study/1``::
 
@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import re
 import tempfile
@@ -49,9 +48,16 @@ from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from search.engines.studies import (
+    StudyListing,
+    delete_study,
+    describe_study,
+    find_study_id,
+    list_studies,
+    open_quietly,
+)
 from search.errors import SearchError, StorageError
 from search.record import StudyRecord, validate_study_name
-from search.storage import open_storage
 from search.tracking.redact import redact, redact_value
 
 __all__ = [
@@ -79,101 +85,6 @@ RUN_ID_ATTR = "mlflow_run_id"
 IDENTITY_KEYS = ("space", "data", "split")
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 _PICKLE_HEX = re.compile(r"80[0-5][0-9a-fA-F]{13,}")
-
-
-# --------------------------------------------------------------------------- listing, deleting
-
-
-@dataclass(frozen=True)
-class StudyListing:
-    """One study of a storage, for `search studies`."""
-
-    name: str
-    n_trials: int
-    n_complete: int
-    directions: tuple[str, ...]
-    best_value: float | None
-    last_activity: datetime | None
-    engine: str | None
-
-
-def _storage(url: str) -> optuna.storages.BaseStorage:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return open_storage(url)
-
-
-def _study_id(storage: optuna.storages.BaseStorage, url: str, name: str) -> int:
-    try:
-        return storage.get_study_id_from_name(name)
-    except KeyError:
-        names = sorted(s.study_name for s in storage.get_all_studies())
-        listed = ", ".join(names[:20]) if names else "none"
-        raise SearchError(
-            f"no study named {name!r} in storage {redact(url)} (studies there: {listed})"
-        ) from None
-
-
-def list_studies(storage_url: str) -> list[StudyListing]:
-    """Every study in the storage, by name, with its trial counts, best value and last
-    activity (the latest start or completion of any trial)."""
-    storage = _storage(storage_url)
-    listings = []
-    for study in storage.get_all_studies():
-        trials = storage.get_all_trials(study._study_id, deepcopy=False)
-        directions = tuple(d.name for d in study.directions)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
-        best: float | None = None
-        if len(directions) == 1 and complete:
-            values = [t.values[0] for t in complete if not math.isnan(t.values[0])]
-            if values:
-                best = max(values) if directions[0] == "MAXIMIZE" else min(values)
-        moments = [
-            moment
-            for t in trials
-            for moment in (t.datetime_start, t.datetime_complete)
-            if moment is not None
-        ]
-        engine = study.user_attrs.get("engine")
-        listings.append(
-            StudyListing(
-                name=study.study_name,
-                n_trials=len(trials),
-                n_complete=len(complete),
-                directions=directions,
-                best_value=best,
-                last_activity=max(moments) if moments else None,
-                engine=str(engine) if engine is not None else None,
-            )
-        )
-    return sorted(listings, key=lambda s: s.name)
-
-
-def describe_study(storage_url: str, name: str) -> tuple[int, dict[str, Any]]:
-    """How many trials the study holds, and its attributes (a one-line error if there is no
-    such study)."""
-    storage = _storage(storage_url)
-    study_id = _study_id(storage, storage_url, name)
-    return storage.get_n_trials(study_id), storage.get_study_user_attrs(study_id)
-
-
-def running_trials(storage_url: str, name: str) -> list[tuple[int, dict[str, Any]]]:
-    """The study's RUNNING trials: (number, user attributes: the worker running it, if known)."""
-    storage = _storage(storage_url)
-    study_id = _study_id(storage, storage_url, name)
-    return [
-        (t.number, dict(t.user_attrs))
-        for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-    ]
-
-
-def delete_study(storage_url: str, name: str) -> int:
-    """Delete the study (every trial, attribute and parameter) from the storage; returns how many
-    trials it held."""
-    storage = _storage(storage_url)
-    study_id = _study_id(storage, storage_url, name)
-    n_trials = storage.get_n_trials(study_id)
-    storage.delete_study(study_id)
-    return n_trials
 
 
 # --------------------------------------------------------------------------- attributes
@@ -294,8 +205,8 @@ def _trial_entry(trial: FrozenTrial, uid: str) -> tuple[dict[str, Any], int]:
 
 def export_study(storage_url: str, name: str) -> ExportResult:
     """Read a study and its finished trials into the export format (nothing is written)."""
-    storage = _storage(storage_url)
-    study_id = _study_id(storage, storage_url, name)
+    storage = open_quietly(storage_url)
+    study_id = find_study_id(storage, storage_url, name)
     study = next(s for s in storage.get_all_studies() if s._study_id == study_id)
     user_attrs, dropped = _clean_user_attrs(study.user_attrs)
     system_attrs, dropped_system = _clean_system_attrs(study.system_attrs)
@@ -566,7 +477,7 @@ def plan_import(
         incoming.append(trial)
         dropped += trial.dropped
 
-    storage = _storage(storage_url)
+    storage = open_quietly(storage_url)
     try:
         study_id: int | None = storage.get_study_id_from_name(name)
     except KeyError:
@@ -632,7 +543,7 @@ def apply_import(
     """Write a checked import: create the study if needed (with the file's attributes, updated
     by ``study_attrs``), then add the new trials, their ``mlflow_run_id`` mapped through
     ``run_ids``. Returns how many trials were added."""
-    storage = _storage(plan.storage_url)
+    storage = open_quietly(plan.storage_url)
     if plan.create:
         try:
             study_id = storage.create_new_study(plan.directions, plan.study)
