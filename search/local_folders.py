@@ -4,12 +4,29 @@ or journal storage file, else in the user's cache (:func:`search.workers.local_s
 
 from __future__ import annotations
 
+import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from search.workers import checkpoint_root, local_state_dir
 
-__all__ = ["remove_study_folders", "spool_root"]
+if TYPE_CHECKING:
+    from search.tracking.spool import SpooledTracker
+
+__all__ = ["SpoolState", "remove_study_folders", "spool_root", "sync_at_end", "sync_timeout"]
+
+
+@dataclass
+class SpoolState:
+    """Tracking logs left in a study's local spool when `search run` ended (the server was
+    unreachable): where they are, how many runs and operations, and why they were not sent."""
+
+    folder: str
+    runs: int
+    operations: int
+    reason: str | None
 
 
 def spool_root(storage_url: str, study: str) -> Path:
@@ -42,3 +59,22 @@ def _remove_tree(folder: Path) -> None:
         folder.parent.rmdir()
     except OSError:
         pass  # other studies' folders, or none
+
+
+def sync_timeout() -> float:
+    """How long `search run` and `search sync` keep retrying an unreachable tracking server
+    before leaving the logs in the spool (``$SEARCH_SYNC_TIMEOUT`` seconds, default 30)."""
+    try:
+        return max(0.0, float(os.environ.get("SEARCH_SYNC_TIMEOUT", "30")))
+    except ValueError:
+        return 30.0
+
+
+def sync_at_end(tracker: SpooledTracker, short: bool) -> SpoolState | None:
+    """`search sync` at the end of `search run`: send what is spooled (bounded); what the
+    server could not take stays in the spool, durable, for `search sync NAME`."""
+    report = tracker.flush(timeout=min(5.0, sync_timeout()) if short else sync_timeout())
+    runs, operations = tracker.spooled
+    if operations == 0:
+        return None
+    return SpoolState(str(tracker.spool.root), runs, operations, report.error)

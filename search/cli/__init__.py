@@ -485,7 +485,7 @@ def _cmd_run(args: argparse.Namespace, verbose: bool) -> int:
     from search.study import run_study
 
     try:
-        outcome = run_study(request)
+        outcome = run_study(request, plan)
     except KeyError as exc:
         from search.storage import record_gone
 
