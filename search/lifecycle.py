@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from search.engines import Engine, TrialSummary
 from search.errors import SearchError
 from search.record import StudyRecord
+from search.redact import without_credentials
 from search.runtime import versions_tag
 from search.summary import objective_name
 from search.tracking import Tracker, open_tracker, redact
-from search.tracking.redact import without_credentials
 from search.tracking.spool import SPOOL_PREFIX
 
 if TYPE_CHECKING:

@@ -190,7 +190,7 @@ def _check_fit(request: StudyRequest, record: StudyRecord) -> None:
     elif request.tuner is not None:
         raise SearchError("--tuner is a keras-tuner setting; pass --engine keras-tuner with it")
     if record.sampler in ("gp", "cmaes"):
-        from search.engines.optuna import check_sampler_installed
+        from search.engines.samplers import check_sampler_installed
 
         check_sampler_installed(record.sampler)
 

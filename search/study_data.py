@@ -44,7 +44,7 @@ def load_and_check(
 def book_references(space: Space, prepared: Any, cache: LinearCache) -> dict[str, Any]:
     """Both references on the book configuration's val windows, and the split report."""
     from search.data.references import baseline_mae
-    from search.data.splits import split_report
+    from search.data.split_report import split_report
 
     book = space.resolve(space.book_params(), book=True)
     book_spec = book.window(prepared.steps_per_hour)

@@ -14,7 +14,7 @@ import argparse
 import sys
 import traceback
 
-from search import __version__
+from search._version import __version__
 from search.cli import (
     best,
     dashboard,
@@ -31,7 +31,7 @@ from search.cli import (
 from search.cli.common import EXIT_USAGE, Parser
 from search.cli.common import prepare_runtime as _prepare_runtime
 from search.errors import SearchError
-from search.tracking.redact import redact
+from search.redact import redact
 
 __all__ = ["EXIT_USAGE", "build_parser", "main"]
 

@@ -14,7 +14,7 @@ from search.cli.common import (
     unit_of_record,
     verbose_flag,
 )
-from search.tracking.redact import redact
+from search.redact import redact
 
 
 def add_parser(commands: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from search.cli.common import EXIT_ABORTED, existing_storage, plural, storage_flag, verbose_flag
 from search.errors import SearchError
-from search.tracking.redact import redact
+from search.redact import redact
 
 
 def add_parser(commands: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from search.cli.common import existing_storage, plural, storage_flag, tracking_flag, verbose_flag
 from search.errors import SearchError
-from search.tracking.redact import redact
+from search.redact import redact
 
 
 def add_parser(commands: Any) -> None:
@@ -44,7 +44,7 @@ def command(
     args: argparse.Namespace, verbose: bool, prepare_runtime: Callable[[bool], None]
 ) -> int:
     """`search export STUDY --to FILE`."""
-    from search.engines.transfer import export_study, write_export
+    from search.engines.export import export_study, write_export
     from search.record import validate_study_name
 
     validate_study_name(args.study)

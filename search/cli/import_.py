@@ -10,7 +10,7 @@ from typing import Any
 from search.cli.common import plural, storage_flag, verbose_flag
 from search.cli.export import runs_folder
 from search.errors import SearchError
-from search.tracking.redact import redact
+from search.redact import redact
 
 
 def add_parser(commands: Any) -> None:

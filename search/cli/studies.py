@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from search.cli.common import existing_storage, storage_flag, verbose_flag
-from search.tracking.redact import redact
+from search.redact import redact
 
 
 def add_parser(commands: Any) -> None:

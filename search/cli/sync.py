@@ -16,7 +16,7 @@ from search.cli.common import (
     verbose_flag,
 )
 from search.errors import SearchError
-from search.tracking.redact import redact
+from search.redact import redact
 
 
 def add_parser(commands: Any) -> None:

@@ -12,8 +12,8 @@ import optuna
 from optuna.trial import TrialState
 
 from search.errors import SearchError
+from search.redact import redact
 from search.storage import open_storage
-from search.tracking.redact import redact
 
 __all__ = ["StudyListing", "delete_study", "describe_study", "list_studies", "running_trials"]
 
