@@ -1,4 +1,4 @@
-"""Search spaces: YAML files in ``spaces/``, validated once, compiled to Optuna and keras-tuner.
+"""Search spaces: YAML files in ``spaces/``, validated once into a :class:`Space`.
 
 A space file names an architecture, gives each parameter either a distribution (``int``,
 ``float`` with ``log``/``step``, ``categorical``, as Optuna has them) or a plain constant, fixes
@@ -26,8 +26,14 @@ mapping of architecture name to its own parameters (Optuna names ``"lstm.units"`
 when ``architecture`` is ``lstm``); its ``params`` then hold only the shared training parameters,
 which an architecture may override. ``book`` then names its ``architecture`` too.
 
-This module imports neither Keras nor Optuna at import time (the CLI validates a space in about
-a second); Optuna and keras-tuner are imported by the methods that compile to them.
+This package imports neither Keras, Optuna nor keras-tuner (the CLI validates a space in about a
+second). It describes a space; translating one for a search engine is the engine's job
+(``search/engines/optuna.py``: ``suggest``, ``distributions``; ``search/engines/keras_tuner.py``:
+``hyperparameters``).
+
+The modules: the names every space uses (``names.py``), distributions (``distributions.py``),
+the Space model (``model.py``), one trial's ``TrialConfig`` (``trial_config.py``), checks against
+the model builders' signatures (``builders.py``), loading YAML files (``loading.py``).
 """
 
 from __future__ import annotations
