@@ -57,6 +57,27 @@ def _imports(tree: ast.AST, top_level_only: bool) -> list[tuple[str, int]]:
     return found
 
 
+def _fail_on_a_cycle(graph: dict[str, set[str]], what: str) -> None:
+    """Fail naming the first cycle of ``graph`` (module -> the modules it imports), if any."""
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def walk(node: str) -> None:
+        if node in done:
+            return
+        if node in visiting:
+            cycle = visiting[visiting.index(node) :] + [node]
+            pytest.fail(f"{what}: " + " -> ".join(cycle))
+        visiting.append(node)
+        for dep in sorted(graph[node]):
+            walk(dep)
+        visiting.pop()
+        done.add(node)
+
+    for node in sorted(graph):
+        walk(node)
+
+
 def test_no_import_cycles_among_the_packages_modules() -> None:
     modules = _modules()
     graph: dict[str, set[str]] = {name: set() for name in modules}
@@ -71,23 +92,7 @@ def test_no_import_cycles_among_the_packages_modules() -> None:
                 parent = ".".join(parts[:i])
                 if parent in modules and parent != name and not name.startswith(parent + "."):
                     graph[name].add(parent)
-    visiting: list[str] = []
-    done: set[str] = set()
-
-    def walk(node: str) -> None:
-        if node in done:
-            return
-        if node in visiting:
-            cycle = visiting[visiting.index(node) :] + [node]
-            pytest.fail("import cycle: " + " -> ".join(cycle))
-        visiting.append(node)
-        for dep in sorted(graph[node]):
-            walk(dep)
-        visiting.pop()
-        done.add(node)
-
-    for node in sorted(graph):
-        walk(node)
+    _fail_on_a_cycle(graph, "import cycle")
 
 
 @pytest.mark.parametrize(
@@ -191,23 +196,7 @@ def test_no_import_cycles_counting_imports_inside_functions() -> None:
         a, b = sorted(knot)
         graph[a].discard(b)
         graph[b].discard(a)
-    visiting: list[str] = []
-    done: set[str] = set()
-
-    def walk(node: str) -> None:
-        if node in done:
-            return
-        if node in visiting:
-            cycle = visiting[visiting.index(node) :] + [node]
-            pytest.fail("import cycle (counting imports inside functions): " + " -> ".join(cycle))
-        visiting.append(node)
-        for dep in sorted(graph[node]):
-            walk(dep)
-        visiting.pop()
-        done.add(node)
-
-    for node in sorted(graph):
-        walk(node)
+    _fail_on_a_cycle(graph, "import cycle (counting imports inside functions)")
 
 
 def test_only_the_cli_writes_to_stdout_and_stderr() -> None:
