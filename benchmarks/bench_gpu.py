@@ -72,7 +72,7 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 sys.path.insert(0, str(REPO))
 
-from search.cli.manage import runs_folder  # noqa: E402
+from search.cli.export import runs_folder  # noqa: E402
 from tests.cli_helpers import cli_env, search_command  # noqa: E402
 
 STUDY = "gpu-resume"

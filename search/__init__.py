@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
+from search._version import __version__
 from search.errors import DataError, SearchError, SpaceError, StorageError, TrackingError
 
 if TYPE_CHECKING:

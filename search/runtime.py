@@ -193,7 +193,7 @@ def machine_versions() -> dict[str, str]:
     """The host, platform, Python and the versions of search, Keras, the backend in use
     (``tensorflow``, ``jax`` + ``jaxlib`` or ``torch``), Optuna, MLflow and NumPy; packages that
     are not installed are left out. Cheap, and imports none of them."""
-    from search import __version__
+    from search._version import __version__
 
     versions: dict[str, str] = {
         "host": socket.gethostname(),

@@ -1,5 +1,7 @@
-"""The code's seams, pinned: no import cycles; Optuna only in the engines (and the storage-URL
-code), MLflow only in tracking; only the CLI prints; no package named like a library at the root."""
+"""The code's seams, pinned: no import cycles (also counting imports inside functions); Optuna
+only in the engines (and the storage-URL code), MLflow only in tracking; only the CLI prints or
+writes to stdout/stderr; no package named like a library at the root; no module over 500 lines
+and no function over 80 lines (but for the files named in SIZE_EXEMPT)."""
 
 from __future__ import annotations
 
@@ -55,6 +57,27 @@ def _imports(tree: ast.AST, top_level_only: bool) -> list[tuple[str, int]]:
     return found
 
 
+def _fail_on_a_cycle(graph: dict[str, set[str]], what: str) -> None:
+    """Fail naming the first cycle of ``graph`` (module -> the modules it imports), if any."""
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def walk(node: str) -> None:
+        if node in done:
+            return
+        if node in visiting:
+            cycle = visiting[visiting.index(node) :] + [node]
+            pytest.fail(f"{what}: " + " -> ".join(cycle))
+        visiting.append(node)
+        for dep in sorted(graph[node]):
+            walk(dep)
+        visiting.pop()
+        done.add(node)
+
+    for node in sorted(graph):
+        walk(node)
+
+
 def test_no_import_cycles_among_the_packages_modules() -> None:
     modules = _modules()
     graph: dict[str, set[str]] = {name: set() for name in modules}
@@ -69,23 +92,7 @@ def test_no_import_cycles_among_the_packages_modules() -> None:
                 parent = ".".join(parts[:i])
                 if parent in modules and parent != name and not name.startswith(parent + "."):
                     graph[name].add(parent)
-    visiting: list[str] = []
-    done: set[str] = set()
-
-    def walk(node: str) -> None:
-        if node in done:
-            return
-        if node in visiting:
-            cycle = visiting[visiting.index(node) :] + [node]
-            pytest.fail("import cycle: " + " -> ".join(cycle))
-        visiting.append(node)
-        for dep in sorted(graph[node]):
-            walk(dep)
-        visiting.pop()
-        done.add(node)
-
-    for node in sorted(graph):
-        walk(node)
+    _fail_on_a_cycle(graph, "import cycle")
 
 
 @pytest.mark.parametrize(
@@ -141,3 +148,122 @@ def test_the_code_that_travels_with_a_served_model_imports_no_search() -> None:
                 continue
             offenders.append(f"{path.name}:{line} imports {imported}")
     assert not offenders, offenders
+
+
+# ------------------------------------------------------------------ imports inside functions too
+
+
+def _all_imports(name: str, tree: ast.AST, modules: dict[str, ast.Module]) -> set[str]:
+    """The package's modules that ``name`` imports anywhere (at module scope or inside a
+    function: a lazy import still runs, later), except under TYPE_CHECKING. ``from P import x``
+    depends on the module P.x when x is one, else on P; importing a.b.c runs a/__init__ and
+    a/b/__init__ too (the importer's own packages are running already)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                continue
+            if isinstance(child, ast.Import):
+                found.update(alias.name for alias in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                for alias in child.names:
+                    submodule = f"{child.module}.{alias.name}"
+                    found.add(submodule if submodule in modules else child.module)
+            visit(child)
+
+    visit(tree)
+    deps = {dep for dep in found if dep in modules and dep != name}
+    for dep in list(deps):
+        parts = dep.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            if parent in modules and parent != name and not name.startswith(parent + "."):
+                deps.add(parent)
+    return deps
+
+
+# search/ensemble.py and search/predict.py import each other inside functions; both belong to
+# the other engineer's change in progress (issue 18 leaves them to it), so this one knot is
+# named here until it is untied there.
+_KNOWN_LAZY_KNOTS = {frozenset(("search.ensemble", "search.predict"))}
+
+
+def test_no_import_cycles_counting_imports_inside_functions() -> None:
+    modules = _modules()
+    graph = {name: _all_imports(name, tree, modules) for name, tree in modules.items()}
+    for knot in _KNOWN_LAZY_KNOTS:
+        a, b = sorted(knot)
+        graph[a].discard(b)
+        graph[b].discard(a)
+    _fail_on_a_cycle(graph, "import cycle (counting imports inside functions)")
+
+
+def test_only_the_cli_writes_to_stdout_and_stderr() -> None:
+    """sys.stdout.write / sys.stderr.write (and writelines) only in search/cli/: the rest
+    reports through return values and callbacks the CLI supplies."""
+    offenders = []
+    for name, tree in _modules().items():
+        if name == "search.cli" or name.startswith("search.cli."):
+            continue
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            stream = node.func.value
+            if (
+                node.func.attr in ("write", "writelines")
+                and isinstance(stream, ast.Attribute)
+                and stream.attr in ("stdout", "stderr", "__stdout__", "__stderr__")
+                and isinstance(stream.value, ast.Name)
+                and stream.value.id == "sys"
+            ):
+                offenders.append(f"{name}:{node.lineno} sys.{stream.attr}.{node.func.attr}")
+    assert not offenders, offenders
+
+
+# ---------------------------------------------------------------------------------- size limits
+
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 80
+# The only files exempt from the size limits, by name: the other engineer's rooms, which that
+# change will cut down. search/training/crossval.py and search/training/plots.py are in
+# search/training/, which this change may not edit either.
+SIZE_EXEMPT = (
+    "search/training/models.py",
+    "search/training/trial.py",
+    "search/training/crossval.py",
+    "search/training/plots.py",
+    "search/predict.py",
+    "search/ensemble.py",
+    "search/data/references.py",
+    "search/serving/",
+)
+
+
+def _sized_files() -> list[Path]:
+    return [
+        path
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if not str(path.relative_to(REPO)).startswith(SIZE_EXEMPT)
+    ]
+
+
+def test_no_module_over_500_lines() -> None:
+    long = {
+        str(path.relative_to(REPO)): n
+        for path in _sized_files()
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_no_function_over_80_lines() -> None:
+    long = {}
+    for path in _sized_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                assert node.end_lineno is not None
+                if (n := node.end_lineno - start + 1) > MAX_FUNCTION_LINES:
+                    long[f"{path.relative_to(REPO)}:{node.lineno} {node.name}"] = n
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"

@@ -11,7 +11,8 @@ which windows belong to a split. Two policies:
   whole span lies inside one block of it; val and test targets are fixed by a reference reach so
   that every trial of a study is scored on the same target times.
 
-:func:`split_report` summarizes a prepared split (rows, blocks, dates, calendar months) for the
+:func:`split_report` (in :mod:`search.data.split_report`, with the layout and policy interface
+in :mod:`search.data.split_layout`) summarizes a prepared split (rows, blocks, dates, calendar months) for the
 data-quality report and warns when val or test holds months of the year that train does not.
 """
 
@@ -19,19 +20,17 @@ from __future__ import annotations
 
 import math
 import numbers
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from search.data.geometry import WindowSpec
+from search.data.split_layout import EPS, SPLITS, PreparedSeries, SplitLayout, SplitPolicy
+from search.data.split_report import MIN_MONTH_DAYS, split_report
 from search.errors import DataError
 
-if TYPE_CHECKING:
-    from search.data.prepare import Prepared
-
 __all__ = [
+    "MIN_MONTH_DAYS",
     "SPLITS",
     "BlockedSplit",
     "ChronologicalSplit",
@@ -42,76 +41,13 @@ __all__ = [
     "window_starts",
 ]
 
-SPLITS = ("train", "val", "test")
 DEFAULT_SPLIT = "chronological"
 DEFAULT_BLOCK_DAYS = 28.0
 BLOCK_CYCLE = ("train", "train", "val", "test")
 """Block k of a blocked split belongs to ``BLOCK_CYCLE[k % 4]``."""
-MIN_MONTH_DAYS = 3.0
-"""A part covers a calendar month when it holds at least this many days of rows in it."""
 _SPLIT_FORMS = "expected chronological, blocked or blocked:DAYS"
 FOLDS_MARK = "/folds:"
 """How a cross-validated study's split name carries its folds (``blocked:14/folds:3``)."""
-_MONTH_NAMES = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
-_EPS = 1e-6
-
-
-@dataclass(frozen=True)
-class SplitLayout:
-    """Row ranges ``[start, end)`` of each split, in chronological order."""
-
-    ranges: dict[str, list[tuple[int, int]]]
-    n_rows: int
-
-    def rows(self, split: str) -> int:
-        """How many rows a split holds."""
-        return sum(end - start for start, end in self._ranges(split))
-
-    def mask(self, split: str) -> np.ndarray:
-        """Boolean mask over the series' rows that belong to a split."""
-        mask = np.zeros(self.n_rows, dtype=bool)
-        for start, end in self._ranges(split):
-            mask[start:end] = True
-        return mask
-
-    def _ranges(self, split: str) -> list[tuple[int, int]]:
-        if split not in SPLITS:
-            raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        return self.ranges[split]
-
-
-class SplitPolicy(ABC):
-    """How a series is divided into train, val and test, and which windows each split holds."""
-
-    @property
-    @abstractmethod
-    def name(self) -> str:
-        """How a study records the policy (``chronological``, ``blocked:28``)."""
-
-    @abstractmethod
-    def layout(self, n_rows: int, steps_per_hour: float) -> SplitLayout:
-        """The row ranges of every split for a series of ``n_rows`` rows."""
-
-    @abstractmethod
-    def starts(self, layout: SplitLayout, spec: WindowSpec, split: str) -> np.ndarray:
-        """First input row of every window of a split, in chronological order (int64)."""
-
-    def describe(self, steps_per_hour: float) -> dict[str, Any]:
-        """Plain dict of the policy's settings for reports (at least its name)."""
-        return {"policy": self.name}
 
 
 class ChronologicalSplit(SplitPolicy):
@@ -462,70 +398,10 @@ def parse_split(
     raise DataError(f"unknown split {text!r}; {_SPLIT_FORMS}")
 
 
-def split_report(prepared: Prepared) -> dict[str, Any]:
-    """Plain JSON-able summary of a prepared split for the data-quality report.
-
-    ``policy`` and the policy's settings; ``rows``; for each part (``train``, ``val``, ``test``):
-    its ``rows``, its number of ``blocks`` (row ranges) and, when the series has times, its
-    ``first`` and ``last`` timestamps (ISO), the calendar ``months`` (``"2020-01"``) in which it
-    holds at least ``min_month_days`` days of rows and its ``partial_months`` (some rows, fewer
-    days). ``warnings``: one line per part (val, test) naming the months of the year (by name)
-    that the part covers and train does not; the few days at a part's edge (a partial month)
-    neither count as coverage nor raise a warning.
-    """
-    layout = prepared.layout
-    steps_per_hour = float(prepared.steps_per_hour)
-    times = prepared.times
-    has_times = times is not None and len(times) == layout.n_rows
-    report: dict[str, Any] = dict(prepared.split.describe(steps_per_hour))
-    report["rows"] = int(layout.n_rows)
-    if has_times:
-        report["min_month_days"] = MIN_MONTH_DAYS
-    covered: dict[str, set[int]] = {}
-    for part in SPLITS:
-        ranges = layout._ranges(part)
-        entry: dict[str, Any] = {"rows": int(layout.rows(part)), "blocks": len(ranges)}
-        if has_times and times is not None and entry["rows"]:
-            part_times = np.asarray(times).astype("datetime64[s]")[layout.mask(part)]
-            entry["first"] = _iso(part_times[0])
-            entry["last"] = _iso(part_times[-1])
-            months, counts = np.unique(part_times.astype("datetime64[M]"), return_counts=True)
-            full = counts >= MIN_MONTH_DAYS * 24 * steps_per_hour - _EPS
-            entry["months"] = [str(m) for m in months[full]]
-            entry["partial_months"] = [str(m) for m in months[~full]]
-            covered[part] = {int(m) % 12 for m in months[full].astype(np.int64)}
-        report[part] = entry
-    warnings = []
-    if prepared.split.name.startswith("blocked"):
-        remedy = (
-            "shorter blocks (--split blocked:14) or more rows (--max-rows, a longer file) cover it"
-        )
-    else:
-        remedy = (
-            "`--split blocked` (a new study, or --fresh) interleaves train, val and test through "
-            "the year"
-        )
-    for part in ("val", "test"):
-        missing = sorted(covered.get(part, set()) - covered.get("train", set()))
-        if missing:
-            names = ", ".join(_MONTH_NAMES[m] for m in missing)
-            warnings.append(
-                f"{part} covers {names}, where train holds fewer than {MIN_MONTH_DAYS:g} days of "
-                f"rows: {part} scores of the {prepared.split.name} split include months of the "
-                f"year the model never trained on; {remedy}"
-            )
-    report["warnings"] = warnings
-    return report
-
-
-def _iso(value: Any) -> str:
-    return str(np.datetime_as_string(np.asarray(value).astype("datetime64[s]")))
-
-
-def window_starts(prepared: Prepared, spec: WindowSpec, split: str) -> np.ndarray:
+def window_starts(prepared: PreparedSeries, spec: WindowSpec, split: str) -> np.ndarray:
     """First input row of every window of a split of a prepared series, in chronological order."""
     spec.validate()
-    if spec.steps_per_hour and abs(spec.steps_per_hour - prepared.steps_per_hour) > _EPS:
+    if spec.steps_per_hour and abs(spec.steps_per_hour - prepared.steps_per_hour) > EPS:
         raise DataError(
             f"window spec assumes {spec.steps_per_hour:g} rows per hour but the series has "
             f"{prepared.steps_per_hour:g}; build the spec with steps_per_hour="

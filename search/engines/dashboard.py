@@ -19,8 +19,8 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from search.errors import SearchError
+from search.redact import redact
 from search.storage import check_storage, open_storage, resolve_storage_url
-from search.tracking.redact import redact
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Dashboard", "describe", "serve", "start"]
 

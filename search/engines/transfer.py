@@ -1,5 +1,5 @@
-"""Moving studies between Optuna storages, listing and deleting them: the Optuna side of
-`search export`, `search import`, `search studies` and `search delete`.
+"""Moving studies between Optuna storages: the Optuna side of `search export` and `search import`
+(listing and deleting studies: :mod:`search.engines.studies`, re-exported here).
 
 A study travels as one JSON file (never a pickle), format ``search-study/1``::
 
@@ -30,29 +30,44 @@ second import of a file changes nothing, and exporting a copy back merges its ne
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import math
-import os
-import re
-import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import distribution_to_json, json_to_distribution
+from optuna.distributions import json_to_distribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from search.engines.export import (
+    FINISHED,
+    FORMAT,
+    ORIGIN_ATTR,
+    RUN_ID_ATTR,
+    UID_ATTR,
+    ExportResult,
+    as_float,
+    clean_system_attrs,
+    clean_user_attrs,
+    export_study,
+    local,
+    study_uid,
+    trial_entry,
+    write_export,
+)
+from search.engines.studies import (
+    StudyListing,
+    delete_study,
+    describe_study,
+    list_studies,
+    open_quietly,
+)
 from search.errors import SearchError, StorageError
 from search.record import StudyRecord, validate_study_name
-from search.storage import open_storage
-from search.tracking.redact import redact, redact_value
+from search.redact import redact
 
 __all__ = [
     "FORMAT",
@@ -71,283 +86,8 @@ __all__ = [
     "write_export",
 ]
 
-FORMAT = "search-study/1"
-ORIGIN_ATTR = "search.origin"
-UID_ATTR = "search.study_uid"
-RUN_ID_ATTR = "mlflow_run_id"
 # Record keys that make a study a different study: merging across them is refused.
 IDENTITY_KEYS = ("space", "data", "split")
-FINISHED = ("COMPLETE", "PRUNED", "FAIL")
-_PICKLE_HEX = re.compile(r"80[0-5][0-9a-fA-F]{13,}")
-
-
-# --------------------------------------------------------------------------- listing, deleting
-
-
-@dataclass(frozen=True)
-class StudyListing:
-    """One study of a storage, for `search studies`."""
-
-    name: str
-    n_trials: int
-    n_complete: int
-    directions: tuple[str, ...]
-    best_value: float | None
-    last_activity: datetime | None
-    engine: str | None
-
-
-def _storage(url: str) -> optuna.storages.BaseStorage:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return open_storage(url)
-
-
-def _study_id(storage: optuna.storages.BaseStorage, url: str, name: str) -> int:
-    try:
-        return storage.get_study_id_from_name(name)
-    except KeyError:
-        names = sorted(s.study_name for s in storage.get_all_studies())
-        listed = ", ".join(names[:20]) if names else "none"
-        raise SearchError(
-            f"no study named {name!r} in storage {redact(url)} (studies there: {listed})"
-        ) from None
-
-
-def list_studies(storage_url: str) -> list[StudyListing]:
-    """Every study in the storage, by name, with its trial counts, best value and last
-    activity (the latest start or completion of any trial)."""
-    storage = _storage(storage_url)
-    listings = []
-    for study in storage.get_all_studies():
-        trials = storage.get_all_trials(study._study_id, deepcopy=False)
-        directions = tuple(d.name for d in study.directions)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
-        best: float | None = None
-        if len(directions) == 1 and complete:
-            values = [t.values[0] for t in complete if not math.isnan(t.values[0])]
-            if values:
-                best = max(values) if directions[0] == "MAXIMIZE" else min(values)
-        moments = [
-            moment
-            for t in trials
-            for moment in (t.datetime_start, t.datetime_complete)
-            if moment is not None
-        ]
-        engine = study.user_attrs.get("engine")
-        listings.append(
-            StudyListing(
-                name=study.study_name,
-                n_trials=len(trials),
-                n_complete=len(complete),
-                directions=directions,
-                best_value=best,
-                last_activity=max(moments) if moments else None,
-                engine=str(engine) if engine is not None else None,
-            )
-        )
-    return sorted(listings, key=lambda s: s.name)
-
-
-def describe_study(storage_url: str, name: str) -> tuple[int, dict[str, Any]]:
-    """How many trials the study holds, and its attributes (a one-line error if there is no
-    such study)."""
-    storage = _storage(storage_url)
-    study_id = _study_id(storage, storage_url, name)
-    return storage.get_n_trials(study_id), storage.get_study_user_attrs(study_id)
-
-
-def running_trials(storage_url: str, name: str) -> list[tuple[int, dict[str, Any]]]:
-    """The study's RUNNING trials: (number, user attributes: the worker running it, if known)."""
-    storage = _storage(storage_url)
-    study_id = _study_id(storage, storage_url, name)
-    return [
-        (t.number, dict(t.user_attrs))
-        for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-    ]
-
-
-def delete_study(storage_url: str, name: str) -> int:
-    """Delete the study (every trial, attribute and parameter) from the storage; returns how many
-    trials it held."""
-    storage = _storage(storage_url)
-    study_id = _study_id(storage, storage_url, name)
-    n_trials = storage.get_n_trials(study_id)
-    storage.delete_study(study_id)
-    return n_trials
-
-
-# --------------------------------------------------------------------------- attributes
-
-
-def _json_safe(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _is_sampler_state(key: str, value: Any) -> bool:
-    """Whether a system attribute holds pickled sampler state (CMA-ES keeps its optimizer as a
-    hex-encoded pickle under ``cma:`` keys; the rest of its bookkeeping goes with it)."""
-    if key.startswith("cma:") or ":cma:" in key:
-        return True
-    return isinstance(value, str) and _PICKLE_HEX.fullmatch(value) is not None
-
-
-def _clean_system_attrs(attrs: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
-    """The system attributes safe to carry, and how many were dropped."""
-    kept = {
-        str(k): v for k, v in attrs.items() if not _is_sampler_state(str(k), v) and _json_safe(v)
-    }
-    return kept, len(attrs) - len(kept)
-
-
-def _clean_user_attrs(attrs: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
-    kept = {str(k): v for k, v in attrs.items() if _json_safe(v)}
-    return kept, len(attrs) - len(kept)
-
-
-def study_uid(name: str, attrs: Mapping[str, Any], storage_url: str) -> str:
-    """The study's identity across copies: its ``search.study_uid`` attribute, else derived from
-    its name and MLflow parent run id (or, lacking one, the storage URL)."""
-    if attrs.get(UID_ATTR):
-        return str(attrs[UID_ATTR])
-    basis = attrs.get("mlflow_parent_run_id") or storage_url
-    return hashlib.sha256(f"{name}\n{basis}".encode()).hexdigest()[:16]
-
-
-def _origin(trial: FrozenTrial, uid: str) -> str:
-    return str(trial.user_attrs.get(ORIGIN_ATTR) or f"{uid}#{trial.number}")
-
-
-def _iso(moment: datetime | None) -> str | None:
-    """A storage's naive local datetime as ISO 8601 in UTC."""
-    return moment.astimezone(timezone.utc).isoformat() if moment is not None else None
-
-
-def _local(text: str | None) -> datetime | None:
-    """ISO 8601 back to the naive local datetime storages keep."""
-    if text is None:
-        return None
-    moment = datetime.fromisoformat(text)
-    return moment.astimezone().replace(tzinfo=None) if moment.tzinfo is not None else moment
-
-
-def _float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {value!r}")
-    return float(value)
-
-
-# --------------------------------------------------------------------------- export
-
-
-@dataclass
-class ExportResult:
-    """A study as its export file holds it, and what was left out."""
-
-    payload: dict[str, Any]
-    counts: dict[str, int]  # exported trials per state
-    left_out: int  # RUNNING or WAITING trials
-    dropped_attrs: int  # sampler-state or non-JSON attributes
-    attrs: dict[str, Any] = field(default_factory=dict)  # the study's own, before redaction
-
-    @property
-    def name(self) -> str:
-        return str(self.payload["study"]["name"])
-
-    @property
-    def record(self) -> StudyRecord:
-        """The study's record as stored (the file's copy has its passwords redacted)."""
-        return StudyRecord.from_attrs(self.attrs or self.payload["study"]["user_attrs"])
-
-    @property
-    def trials(self) -> list[dict[str, Any]]:
-        return list(self.payload["trials"])
-
-
-def _trial_entry(trial: FrozenTrial, uid: str) -> tuple[dict[str, Any], int]:
-    user_attrs, dropped_user = _clean_user_attrs(trial.user_attrs)
-    user_attrs.pop(ORIGIN_ATTR, None)
-    system_attrs, dropped_system = _clean_system_attrs(trial.system_attrs)
-    entry = {
-        "number": trial.number,
-        "origin": _origin(trial, uid),
-        "state": trial.state.name,
-        "values": list(trial.values) if trial.values is not None else None,
-        "params": dict(trial.params),
-        "distributions": {
-            name: json.loads(distribution_to_json(dist))
-            for name, dist in trial.distributions.items()
-        },
-        "intermediate_values": {
-            str(step): value for step, value in sorted(trial.intermediate_values.items())
-        },
-        "user_attrs": user_attrs,
-        "system_attrs": system_attrs,
-        "datetime_start": _iso(trial.datetime_start),
-        "datetime_complete": _iso(trial.datetime_complete),
-    }
-    return entry, dropped_user + dropped_system
-
-
-def export_study(storage_url: str, name: str) -> ExportResult:
-    """Read a study and its finished trials into the export format (nothing is written)."""
-    storage = _storage(storage_url)
-    study_id = _study_id(storage, storage_url, name)
-    study = next(s for s in storage.get_all_studies() if s._study_id == study_id)
-    user_attrs, dropped = _clean_user_attrs(study.user_attrs)
-    system_attrs, dropped_system = _clean_system_attrs(study.system_attrs)
-    dropped += dropped_system
-    uid = study_uid(name, user_attrs, storage_url)
-    trials: list[dict[str, Any]] = []
-    counts: dict[str, int] = {}
-    left_out = 0
-    for trial in storage.get_all_trials(study_id, deepcopy=False):
-        if trial.state.name not in FINISHED:
-            left_out += 1
-            continue
-        entry, dropped_trial = _trial_entry(trial, uid)
-        dropped += dropped_trial
-        trials.append(entry)
-        counts[entry["state"]] = counts.get(entry["state"], 0) + 1
-    payload = {
-        "format": FORMAT,
-        "exported_at": datetime.now(timezone.utc).isoformat(),
-        "source": {"storage": redact(storage_url)},
-        "study": {
-            "name": name,
-            "uid": uid,
-            "directions": [d.name for d in study.directions],
-            "user_attrs": redact_value(user_attrs),
-            "system_attrs": system_attrs,
-        },
-        "trials": trials,
-        "runs": None,
-    }
-    return ExportResult(payload, counts, left_out, dropped, user_attrs)
-
-
-def write_export(payload: Mapping[str, Any], path: Path) -> None:
-    """Write an export file atomically (a temporary file beside it, then a rename)."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise SearchError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
-    if path.is_dir():
-        raise SearchError(f"cannot write {str(path)!r}: it is a folder")
-    text = json.dumps(payload, indent=1, sort_keys=False)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise SearchError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------- reading a file
@@ -431,15 +171,15 @@ def _incoming(entry: Any, n_objectives: int) -> _Incoming:
     if set(params) != set(distributions):
         raise ValueError("its params and distributions name different parameters")
     raw_values = entry.get("values")
-    values = [_float(v) for v in raw_values] if raw_values is not None else None
+    values = [as_float(v) for v in raw_values] if raw_values is not None else None
     if values is not None and len(values) != n_objectives:
         raise ValueError(f"{len(values)} values for a study of {n_objectives} objective(s)")
     intermediate = {
-        int(step): _float(value)
+        int(step): as_float(value)
         for step, value in dict(entry.get("intermediate_values") or {}).items()
     }
-    user_attrs, dropped = _clean_user_attrs(dict(entry.get("user_attrs") or {}))
-    system_attrs, dropped_system = _clean_system_attrs(dict(entry.get("system_attrs") or {}))
+    user_attrs, dropped = clean_user_attrs(dict(entry.get("user_attrs") or {}))
+    system_attrs, dropped_system = clean_system_attrs(dict(entry.get("system_attrs") or {}))
     origin = entry.get("origin")
     if not isinstance(origin, str) or not origin:
         raise ValueError("it has no origin")
@@ -453,7 +193,7 @@ def _incoming(entry: Any, n_objectives: int) -> _Incoming:
         system_attrs=system_attrs,
         intermediate_values=intermediate,
     )
-    start, complete = _local(entry.get("datetime_start")), _local(entry.get("datetime_complete"))
+    start, complete = local(entry.get("datetime_start")), local(entry.get("datetime_complete"))
     # A trial failed while still waiting has no start: its completion stands in for it.
     frozen.datetime_start = start or complete
     frozen.datetime_complete = complete or frozen.datetime_start
@@ -529,19 +269,13 @@ class ImportPlan:
         ]
 
 
-def plan_import(
-    storage_url: str, payload: Mapping[str, Any], shown: str, study: str | None = None
-) -> ImportPlan:
-    """Check a file's trials against the target storage: which trials are new, which are there
-    already; a conflict (same origin, different data; a study of the same name with another
-    space, data, split or direction) is a one-line SearchError. Nothing is written."""
-    name = validate_study_name(study or str(payload["study"]["name"]))
-    directions = _directions(payload, shown)
-    raw_user_attrs, dropped = _clean_user_attrs(dict(payload["study"].get("user_attrs") or {}))
-    system_attrs, dropped_system = _clean_system_attrs(
-        dict(payload["study"].get("system_attrs") or {})
-    )
-    source_uid = str(payload["study"].get("uid") or "")
+def _incoming_trials(
+    payload: Mapping[str, Any], n_objectives: int, shown: str
+) -> tuple[list[_Incoming], int, int]:
+    """The file's finished trials, checked (a malformed trial, or two of the same origin, is a
+    one-line SearchError); how many RUNNING/WAITING ones were left out; how many attributes
+    were dropped from the trials."""
+    dropped = 0
     incoming: list[_Incoming] = []
     left_out = 0
     seen: dict[str, int] = {}
@@ -551,7 +285,7 @@ def plan_import(
             left_out += 1
             continue
         try:
-            trial = _incoming(entry, len(directions))
+            trial = _incoming(entry, n_objectives)
             trial.frozen._validate()
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             problem = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
@@ -565,8 +299,26 @@ def plan_import(
         seen[trial.origin] = label
         incoming.append(trial)
         dropped += trial.dropped
+    return incoming, left_out, dropped
 
-    storage = _storage(storage_url)
+
+def plan_import(
+    storage_url: str, payload: Mapping[str, Any], shown: str, study: str | None = None
+) -> ImportPlan:
+    """Check a file's trials against the target storage: which trials are new, which are there
+    already; a conflict (same origin, different data; a study of the same name with another
+    space, data, split or direction) is a one-line SearchError. Nothing is written."""
+    name = validate_study_name(study or str(payload["study"]["name"]))
+    directions = _directions(payload, shown)
+    raw_user_attrs, dropped = clean_user_attrs(dict(payload["study"].get("user_attrs") or {}))
+    system_attrs, dropped_system = clean_system_attrs(
+        dict(payload["study"].get("system_attrs") or {})
+    )
+    source_uid = str(payload["study"].get("uid") or "")
+    incoming, left_out, dropped_in_trials = _incoming_trials(payload, len(directions), shown)
+    dropped += dropped_in_trials
+
+    storage = open_quietly(storage_url)
     try:
         study_id: int | None = storage.get_study_id_from_name(name)
     except KeyError:
@@ -607,7 +359,7 @@ def plan_import(
     uid = study_uid(name, target.user_attrs, storage_url)
     existing: dict[str, dict[str, Any]] = {}
     for stored in storage.get_all_trials(study_id, deepcopy=False):
-        entry, _ = _trial_entry(stored, uid)
+        entry, _ = trial_entry(stored, uid)
         existing[entry["origin"]] = entry
     for trial in incoming:
         there = existing.get(trial.origin)
@@ -632,7 +384,7 @@ def apply_import(
     """Write a checked import: create the study if needed (with the file's attributes, updated
     by ``study_attrs``), then add the new trials, their ``mlflow_run_id`` mapped through
     ``run_ids``. Returns how many trials were added."""
-    storage = _storage(plan.storage_url)
+    storage = open_quietly(plan.storage_url)
     if plan.create:
         try:
             study_id = storage.create_new_study(plan.directions, plan.study)

@@ -8,6 +8,8 @@ Accepted forms:
 - ``postgresql://user:password@host:port/dbname`` (also ``postgresql+psycopg2://``), ``mysql://...``
 - ``journal:///absolute/path.log`` or ``journal:relative/path.log``: Optuna's append-only journal file,
   good on a shared file system where no database server is available.
+
+Retrying through a database restart or a locked file, and its errors: :mod:`search.storage.retry`.
 """
 
 from __future__ import annotations
@@ -22,10 +24,36 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from search.errors import StorageError
-from search.tracking.redact import redact
+from search.redact import redact
+from search.storage.retry import (
+    DB_RETRY_S,
+    TIMEOUT_ENV,
+    first_line,
+    locked,
+    locked_message,
+    record_gone,
+    resilient_rdb_storage,
+    storage_timeout,
+    unusable_message,
+    write_ahead_log,
+)
 
 if TYPE_CHECKING:
     import optuna
+
+__all__ = [
+    "DB_RETRY_S",
+    "DEFAULT_STORAGE",
+    "STORAGE_ENV",
+    "TIMEOUT_ENV",
+    "check_storage",
+    "foreign_sqlite",
+    "open_storage",
+    "record_gone",
+    "resolve_storage_url",
+    "sqlite_tables",
+    "storage_timeout",
+]
 
 STORAGE_ENV = "SEARCH_STORAGE"
 DEFAULT_STORAGE = "sqlite:///search-studies.db"
@@ -35,20 +63,6 @@ HEARTBEAT_INTERVAL_S = 30
 GRACE_PERIOD_S = 120
 SQLITE_BUSY_TIMEOUT_S = 60
 _SCHEMA_RETRIES = 8
-TIMEOUT_ENV = "SEARCH_STORAGE_TIMEOUT"
-DB_RETRY_S = 180.0
-"""How long a storage call keeps waiting while its database is unreachable (a restart) or its
-SQLite file is locked by another process; ``$SEARCH_STORAGE_TIMEOUT`` seconds overrides it."""
-
-
-def storage_timeout() -> float:
-    """Seconds a storage call waits for a locked SQLite file or an unreachable database server
-    before it fails with one line: ``$SEARCH_STORAGE_TIMEOUT``, else :data:`DB_RETRY_S`."""
-    try:
-        value = float(os.environ.get(TIMEOUT_ENV, DB_RETRY_S))
-    except ValueError:
-        return DB_RETRY_S
-    return value if value > 0 else DB_RETRY_S
 
 
 def resolve_storage_url(url: str | None) -> str:
@@ -300,7 +314,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         except Exception as exc:  # a damaged or foreign file: replaying it fails in many ways
             raise StorageError(
                 f"cannot open storage {redact(url)!r} as an Optuna journal: "
-                f"{type(exc).__name__}: {_first_line(exc)}"
+                f"{type(exc).__name__}: {first_line(exc)}"
             ) from None
     import sqlalchemy.exc
 
@@ -319,219 +333,29 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             # Heartbeats are "experimental" in Optuna 5; crash recovery relies on them.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = _resilient_rdb_storage()(
+                storage = resilient_rdb_storage()(
                     url,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=HEARTBEAT_INTERVAL_S,
                     grace_period=GRACE_PERIOD_S,
                 )
             if scheme == "sqlite" and os.environ.get("SEARCH_SQLITE_WAL") == "1":
-                _write_ahead_log(storage)
+                write_ahead_log(storage)
             return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
             # Workers opening a fresh database at once race to create Optuna's schema
             # (optuna/optuna#1092); the losers retry and find the tables made.
             if attempt >= _SCHEMA_RETRIES:
                 raise StorageError(
-                    f"cannot open storage {redact(url)!r}: {_first_line(exc)}"
+                    f"cannot open storage {redact(url)!r}: {first_line(exc)}"
                 ) from None
             time.sleep(0.2 * attempt + random.random() * 0.2)
         except sqlalchemy.exc.OperationalError as exc:
-            if scheme == "sqlite" and _locked(exc):
+            if scheme == "sqlite" and locked(exc):
                 if time.monotonic() + 0.5 < deadline:
                     time.sleep(0.25 + random.random() * 0.25)  # busy at once: wait and retry
                     continue
-                raise StorageError(_locked_message(url, wait, exc)) from None
-            raise StorageError(_unusable_message(url, exc, "cannot open storage")) from None
+                raise StorageError(locked_message(url, wait, exc)) from None
+            raise StorageError(unusable_message(url, exc, "cannot open storage")) from None
         except Exception as exc:  # SQLAlchemy raises many types; the user needs one line
-            raise StorageError(f"cannot open storage {redact(url)!r}: {_first_line(exc)}") from None
-
-
-_RETRIED = (
-    "create_new_study",
-    "set_study_user_attr",
-    "set_study_system_attr",
-    "get_study_id_from_name",
-    "get_study_name_from_id",
-    "get_study_directions",
-    "get_study_user_attrs",
-    "get_study_system_attrs",
-    "get_trial_user_attrs",
-    "get_trial_system_attrs",
-    "get_all_studies",
-    "create_new_trial",
-    "set_trial_param",
-    "get_trial_param",
-    "set_trial_state_values",
-    "set_trial_intermediate_value",
-    "set_trial_user_attr",
-    "set_trial_system_attr",
-    "get_trial_id_from_study_id_trial_number",
-    "get_trial",
-    "get_all_trials",
-    "get_best_trial",
-)
-_storage_class: Any = None
-
-
-def record_gone(exc: BaseException) -> bool:
-    """Whether Optuna refused because the study (or trial) is no longer in the storage: it was
-    deleted (`search delete --force`) while this worker ran it."""
-    return isinstance(exc, KeyError) and "Record does not exist" in str(exc)
-
-
-def _connection_lost(exc: BaseException) -> bool:
-    """Whether an error means the database went away (a restart, a dropped connection, a busy
-    SQLite file) rather than a bad request."""
-    import optuna
-    import sqlalchemy.exc
-
-    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ is not None:
-        exc = exc.__cause__
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, (sqlalchemy.exc.PendingRollbackError, sqlalchemy.exc.DisconnectionError)):
-        return True  # a session left over from the dropped connection: rolled back, retry
-    if not isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
-        return False
-    text = str(exc).lower()
-    return not any(lasting in text for lasting in _LASTING)
-
-
-_LASTING = (
-    "readonly",
-    "read-only",
-    "no such",
-    "disk i/o",
-    "malformed",
-    "not a database",
-    "unable to open",
-    "permission denied",
-    "authentication",
-    "does not exist",
-    "disk is full",
-    "database or disk is full",
-)
-"""Operational errors that waiting does not cure: reported at once."""
-
-
-def _retrying(method: Any) -> Any:
-    import functools
-
-    @functools.wraps(method)
-    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        wait = storage_timeout()
-        deadline = time.monotonic() + wait
-        delay = 0.25
-        while True:
-            try:
-                return method(self, *args, **kwargs)
-            except Exception as exc:
-                lost = _connection_lost(exc)
-                if lost and time.monotonic() + delay <= deadline:
-                    time.sleep(delay + random.random() * delay / 2)
-                    delay = min(delay * 2, 8.0)
-                    continue
-                error = _storage_error(str(getattr(self, "url", "")), exc, wait if lost else None)
-                if error is None:
-                    raise  # not the database's state: Optuna's own errors, bugs
-                raise error from exc
-
-    return call
-
-
-def _db_error(exc: BaseException) -> BaseException:
-    """The SQLAlchemy error under an Optuna StorageInternalError (which says only "an exception
-    is raised during the commit")."""
-    import optuna
-
-    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ is not None:
-        return exc.__cause__
-    return exc
-
-
-def _locked(exc: BaseException) -> bool:
-    return "database is locked" in str(_db_error(exc)).lower()
-
-
-def _locked_message(url: str, wait: float, exc: BaseException) -> str:
-    return (
-        f"storage {redact(url)!r} is locked by another process: waited {wait:.0f} s for it "
-        f"(set {TIMEOUT_ENV}=SECONDS to wait longer); {_db_detail(exc)}"
-    )
-
-
-def _unusable_message(url: str, exc: BaseException, what: str = "storage") -> str:
-    detail = _db_detail(exc)
-    text = detail.lower()
-    if "readonly" in text or "read-only" in text:
-        return (
-            f"cannot write to storage {redact(url)!r}: it is read-only ({detail}); make the "
-            "file and its folder writable, or copy them to a writable folder"
-        )
-    return f"{what} {redact(url)!r}: {_first_line(_db_error(exc))}"
-
-
-def _storage_error(url: str, exc: BaseException, waited: float | None) -> StorageError | None:
-    """A one-line error for a database that cannot be used now: read-only, full, locked or away
-    past the wait (``waited`` seconds); None for anything else (re-raised as it is)."""
-    import sqlalchemy.exc
-
-    error = _db_error(exc)
-    if waited is not None:
-        if _locked(error):
-            return StorageError(_locked_message(url, waited, error))
-        return StorageError(
-            f"storage {redact(url)!r} unreachable: waited {waited:.0f} s for it "
-            f"(set {TIMEOUT_ENV}=SECONDS to wait longer); {_db_detail(error)}"
-        )
-    if isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
-        return StorageError(_unusable_message(url, error))
-    return None
-
-
-def _resilient_rdb_storage() -> Any:
-    """Optuna's RDBStorage that outlives a database restart: calls retry with a bounded
-    backoff while the connection is lost (``pool_pre_ping`` then reconnects), and a failed
-    heartbeat does not stop the heartbeat thread for good (Optuna's does, after which a live
-    trial is later failed as stale)."""
-    global _storage_class
-    if _storage_class is not None:
-        return _storage_class
-    import optuna
-
-    class ResilientRDBStorage(optuna.storages.RDBStorage):  # type: ignore[misc]
-        def record_heartbeat(self, trial_id: int) -> None:
-            try:
-                super().record_heartbeat(trial_id)
-            except Exception:  # the database is away: the next beat tries again
-                pass
-
-    for name in _RETRIED:
-        setattr(ResilientRDBStorage, name, _retrying(getattr(optuna.storages.RDBStorage, name)))
-    _storage_class = ResilientRDBStorage
-    return _storage_class
-
-
-def _write_ahead_log(storage: Any) -> None:
-    """SQLite's write-ahead log, so the workers of `search run --jobs N` read while one writes
-    (the file stays in WAL mode; a read-only file keeps its mode)."""
-    try:
-        with storage.engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
-    except Exception:
-        pass
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _db_detail(exc: BaseException) -> str:
-    """The database's own words: the first line of a SQLAlchemy error without its
-    ``(sqlite3.OperationalError)`` prefix."""
-    line = _first_line(_db_error(exc))
-    if line.startswith("(") and ") " in line:
-        line = line.split(") ", 1)[1].strip() or line
-    return line
+            raise StorageError(f"cannot open storage {redact(url)!r}: {first_line(exc)}") from None
