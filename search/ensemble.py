@@ -434,7 +434,7 @@ def serving_members(
     import tempfile
     from pathlib import Path
 
-    from search.predict import preprocessing_spec
+    from search.preprocessing import preprocessing_spec
 
     members = []
     for name, weight in ensemble.weights.items():

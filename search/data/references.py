@@ -247,6 +247,49 @@ class LinearReference:
         return total / (len(starts) * self.spec.target_steps)
 
 
+def _centred_normal_equations(
+    design: _Design, train: np.ndarray, steps: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``X^T X`` and ``X^T Y`` of the train windows, accumulated in chunks and centred on the
+    train means; with those means."""
+    width = design.width
+    gram = np.zeros((width, width))
+    cross = np.zeros((width, steps))
+    x_sum = np.zeros(width)
+    y_sum = np.zeros(steps)
+    for part in design.chunks(train):
+        s = train[part]
+        x, y = design.inputs(s), design.residuals(s)
+        gram += x.T @ x
+        cross += x.T @ y
+        x_sum += x.sum(axis=0)
+        y_sum += y.sum(axis=0)
+    n = len(train)
+    x_mean, y_mean = x_sum / n, y_sum / n
+    gram -= n * np.outer(x_mean, x_mean)
+    cross -= n * np.outer(x_mean, y_mean)
+    return gram, cross, x_mean, y_mean
+
+
+def _val_maes(
+    design: _Design,
+    val: np.ndarray,
+    coefs: np.ndarray,
+    x_mean: np.ndarray,
+    y_mean: np.ndarray,
+    penalties: int,
+    steps: int,
+) -> np.ndarray:
+    """Val MAE of every penalty's coefficients (``coefs``: (width, penalties * steps))."""
+    errors = np.zeros(penalties)
+    for part in design.chunks(val):
+        s = val[part]
+        fitted = (design.inputs(s) - x_mean) @ coefs + np.tile(y_mean, penalties)
+        miss = fitted.reshape(len(s), penalties, steps) - design.residuals(s)[:, None, :]
+        errors += np.abs(miss).sum(axis=(0, 2))
+    return errors / (len(val) * steps)
+
+
 def linear_reference(
     prepared: Prepared,
     spec: WindowSpec,
@@ -295,21 +338,8 @@ def linear_reference(
     design = _Design(prepared, spec, pooling)
     width, steps = design.width, spec.target_steps
 
-    gram = np.zeros((width, width))
-    cross = np.zeros((width, steps))
-    x_sum = np.zeros(width)
-    y_sum = np.zeros(steps)
-    for part in design.chunks(train):
-        s = train[part]
-        x, y = design.inputs(s), design.residuals(s)
-        gram += x.T @ x
-        cross += x.T @ y
-        x_sum += x.sum(axis=0)
-        y_sum += y.sum(axis=0)
+    gram, cross, x_mean, y_mean = _centred_normal_equations(design, train, steps)
     n = len(train)
-    x_mean, y_mean = x_sum / n, y_sum / n
-    gram -= n * np.outer(x_mean, x_mean)
-    cross -= n * np.outer(x_mean, y_mean)
 
     eigenvalues, vectors = np.linalg.eigh(gram)
     eigenvalues = np.clip(eigenvalues, 0.0, None)
@@ -321,13 +351,7 @@ def linear_reference(
         [vectors @ (rotated / (eigenvalues + lam)[:, None]) for lam in grid], axis=1
     )  # (width, len(grid) * steps)
 
-    errors = np.zeros(len(grid))
-    for part in design.chunks(val):
-        s = val[part]
-        fitted = (design.inputs(s) - x_mean) @ coefs + np.tile(y_mean, len(grid))
-        miss = fitted.reshape(len(s), len(grid), steps) - design.residuals(s)[:, None, :]
-        errors += np.abs(miss).sum(axis=(0, 2))
-    maes = errors / (len(val) * steps)
+    maes = _val_maes(design, val, coefs, x_mean, y_mean, len(grid), steps)
     best = int(np.argmin(maes))
     return LinearReference(
         spec=spec,

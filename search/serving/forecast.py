@@ -1,6 +1,6 @@
 """Forecasts from raw rows, by a plain preprocessing spec: the one path from rows to forecasts.
 
-The spec (a JSON-able dict, written by `search.predict.preprocessing_spec`) says which columns
+The spec (a JSON-able dict, written by `search.preprocessing.preprocessing_spec`) says which columns
 the model reads, how inputs are normalized, whether calendar inputs are added, and the window
 geometry in rows. `search predict` (on a repaired file) and the saved MLflow model (on rows
 posted to it) both call :func:`forecast`, so both give the same numbers for the same rows.

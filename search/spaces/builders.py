@@ -11,6 +11,7 @@ from search.data.geometry import lookback_steps
 from search.spaces.distributions import FloatParam, _Entry
 from search.spaces.names import _MAX_COMBINATIONS, SHARED_PARAMETERS, TRAINING_PARAMETERS, _show
 from search.training import models
+from search.training.model_checks import conv_output_length
 
 
 def _expected_type(architecture: str, name: str) -> Any:
@@ -131,7 +132,7 @@ def _validate_windows(architecture: str, by_name: dict[str, _Entry]) -> None:
         entry = by_name.get(parameter)
         values = entry.extremes() if entry is not None else [defaults[parameter]]
         worst[key] = all(values) if key == "halve_kernel" else max(values)
-    left = models.conv_output_length(shortest, **worst)
+    left = conv_output_length(shortest, **worst)
     if left < 1:
         settings = ", ".join(f"{k}={_show(v)}" for k, v in worst.items())
         raise ValueError(
@@ -167,6 +168,6 @@ def _combination_problem(architecture: str, values: dict[str, Any]) -> str | Non
         return None
     defaults = models.builder_defaults(architecture)
     arguments = {key: values.get(parameter, defaults[parameter]) for key, parameter in conv.items()}
-    if models.conv_output_length(steps, **arguments) < 1:
+    if conv_output_length(steps, **arguments) < 1:
         return f"lookback_hours: a window of {steps} steps is too short for the conv stack"
     return None

@@ -182,36 +182,11 @@ def train_folds(
         for k, prepared in enumerate(runner.prepared.folds())
     ]
     initial_epoch, epochs = handle.epochs(config.epochs)
-    history: list[dict[str, float]] = []  # the mean over folds, per epoch
+    history, initial_epoch = _resume(runner, handle, run_id, folds, epochs, initial_epoch)
     best_mean, best_mean_epoch = math.inf, -1
-    source = handle.resumed_from
-    source_dir = runner._checkpoint_dir(source) if source is not None else None
-    restored = load_fold_checkpoints(source_dir, len(folds)) if source_dir is not None else None
-    if restored is not None:  # the re-run of an interrupted trial: every fold from its epoch
-        states, history = restored
-        for fold, state in zip(folds, states, strict=True):
-            restore(fold.model, state)
-            fold.history, fold.best, fold.best_epoch = state.history, state.best, state.best_epoch
-            fold.best_weights = state.best_weights
-        initial_epoch = max(initial_epoch, states[0].next_epoch)
-        tracker.set_tags(
-            run_id,
-            {
-                "search.resumed_from_trial": str(source),
-                "search.resumed_from_epoch": str(initial_epoch),
-            },
-        )
-        handle.set_attrs({"search.resumed_from_epoch": initial_epoch})
-        for row in history:
-            step = int(row["epoch"])
-            tracker.log_metrics(run_id, {k: v for k, v in row.items() if k != "epoch"}, step=step)
-            if math.isfinite(row.get("val_mae", math.nan)):
-                handle.report(step, row["val_mae"])
-            if row.get("val_mae", math.inf) < best_mean:
-                best_mean, best_mean_epoch = row["val_mae"], step
-        runner.say(
-            f"  trial {number} resumes trial {source} after its epoch {initial_epoch}/{epochs}"
-        )
+    for row in history:  # the resumed epochs' best
+        if row.get("val_mae", math.inf) < best_mean:
+            best_mean, best_mean_epoch = row["val_mae"], int(row["epoch"])
     baselines = [fold.baseline for fold in folds]
     linears = [fold.linear.val_mae for fold in folds]
     naive, linear = float(np.mean(baselines)), float(np.mean(linears))
@@ -263,6 +238,69 @@ def train_folds(
         if fold.best_weights is None:
             raise _no_finite()
         fold.model.set_weights(fold.best_weights)
+    best = _record(handle, tracker, run_id, folds, history, best_mean_epoch, train_seconds)
+    handle.set_attrs({"param_count": param_count})
+    _hand_out(runner, handle, run_id, folds, config, history, (naive, linear))
+    if timed_out:
+        raise runner.timed_out(handle, run_id, len(history))
+    if pruned:
+        raise TrialPruned(f"pruned at epoch {len(history)}")
+    return best
+
+
+def _resume(
+    runner: TrialRunner,
+    handle: TrialHandle,
+    run_id: str,
+    folds: list[Fold],
+    epochs: int,
+    initial_epoch: int,
+) -> tuple[list[dict[str, float]], int]:
+    """The re-run of an interrupted trial: every fold restored from its epoch checkpoint, the
+    dead trial's epochs logged again and reported; returns the mean history so far and the
+    epoch to start from (no checkpoint: nothing, and ``initial_epoch``)."""
+    number, tracker = handle.number, runner.tracker
+    source = handle.resumed_from
+    source_dir = runner._checkpoint_dir(source) if source is not None else None
+    restored = load_fold_checkpoints(source_dir, len(folds)) if source_dir is not None else None
+    if restored is None:
+        return [], initial_epoch
+    states, history = restored
+    for fold, state in zip(folds, states, strict=True):
+        restore(fold.model, state)
+        fold.history, fold.best, fold.best_epoch = state.history, state.best, state.best_epoch
+        fold.best_weights = state.best_weights
+    initial_epoch = max(initial_epoch, states[0].next_epoch)
+    tracker.set_tags(
+        run_id,
+        {
+            "search.resumed_from_trial": str(source),
+            "search.resumed_from_epoch": str(initial_epoch),
+        },
+    )
+    handle.set_attrs({"search.resumed_from_epoch": initial_epoch})
+    for row in history:
+        step = int(row["epoch"])
+        tracker.log_metrics(run_id, {k: v for k, v in row.items() if k != "epoch"}, step=step)
+        if math.isfinite(row.get("val_mae", math.nan)):
+            handle.report(step, row["val_mae"])
+    runner.say(f"  trial {number} resumes trial {source} after its epoch {initial_epoch}/{epochs}")
+    return history, initial_epoch
+
+
+def _record(
+    handle: TrialHandle,
+    tracker: Any,
+    run_id: str,
+    folds: list[Fold],
+    history: list[dict[str, float]],
+    best_mean_epoch: int,
+    train_seconds: float,
+) -> float:
+    """The trial's figures over its folds (each fold's best epoch), logged and recorded;
+    returns its value."""
+    baselines = [fold.baseline for fold in folds]
+    linears = [fold.linear.val_mae for fold in folds]
     summary = fold_summary([f.best for f in folds], baselines, linears)
     best = summary.pop("value")
     figures = {
@@ -281,9 +319,24 @@ def train_folds(
             "fold_val_mae": [round(f.best, 6) for f in folds],
             "epochs_run": len(history),
             "train_seconds": round(train_seconds, 3),
-            "param_count": param_count,
         }
     )
+    return best
+
+
+def _hand_out(
+    runner: TrialRunner,
+    handle: TrialHandle,
+    run_id: str,
+    folds: list[Fold],
+    config: TrialConfig,
+    history: list[dict[str, float]],
+    references: tuple[float, float],
+) -> None:
+    """The fold-mean model (calibrated out of fold for a quantile forecast), its out-of-fold
+    predictions, artifacts and forecast figure, in the trial's run."""
+    tracker, unit = runner.tracker, runner.unit
+    naive, linear = references
     model = fold_mean_model(folds, config.calendar_features)
     if config.target_steps > 1 or config.quantiles:  # per step; calibrated out of fold
         report = _fold_steps(folds, config.quantiles)
@@ -299,11 +352,6 @@ def train_folds(
     runner._log_forecast_arrays(
         run_id, times[order], oof["actual"][order], oof["prediction"][order], oof["naive"][order]
     )
-    if timed_out:
-        raise runner.timed_out(handle, run_id, len(history))
-    if pruned:
-        raise TrialPruned(f"pruned at epoch {len(history)}")
-    return best
 
 
 def _state(fold: Fold) -> tuple[keras.Model, list[dict[str, float]], float, int, Any]:

@@ -17,11 +17,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from search.errors import SpaceError
+from search.training.model_checks import (
+    InputShape,
+    check_at_least_one,
+    check_common,
+    check_conv_length,
+    check_rates,
+    check_unroll,
+    conv_kernel_sizes,
+    require,
+)
 
 if TYPE_CHECKING:
     import keras
-
-InputShape = tuple[int | None, int]
 
 OPTIMIZERS: dict[str, str] = {
     "rmsprop": "RMSprop",
@@ -48,30 +56,6 @@ def _keras():  # noqa: ANN202 - the module, imported on first use
     import keras
 
     return keras
-
-
-def _require(condition: bool, architecture: str, message: str) -> None:
-    if not condition:
-        raise SpaceError(f"{architecture}: {message}")
-
-
-def _check_common(architecture: str, input_shape: InputShape, target_steps: int) -> None:
-    _require(
-        len(tuple(input_shape)) == 2,
-        architecture,
-        f"input_shape must be (sequence_length, n_features), got {input_shape!r}",
-    )
-    _require(target_steps >= 1, architecture, f"target_steps must be >= 1, got {target_steps}")
-
-
-def _check_at_least_one(architecture: str, **values: int) -> None:
-    for name, value in values.items():
-        _require(value >= 1, architecture, f"{name} must be >= 1, got {value}")
-
-
-def _check_rates(architecture: str, **rates: float) -> None:
-    for name, rate in rates.items():
-        _require(0.0 <= rate < 1.0, architecture, f"{name} must be in [0, 1), got {rate}")
 
 
 def _head(x: Any, head_dropout: float, target_steps: int) -> Any:
@@ -110,38 +94,6 @@ def _recurrent_stack(
     return x
 
 
-def conv_kernel_sizes(kernel_size: int, layers: int, halve_kernel: bool = False) -> list[int]:
-    """Kernel size of each Conv1D layer: constant, or halved per layer (the book's 24, 12, 6)."""
-    if not halve_kernel:
-        return [kernel_size] * layers
-    return [max(1, kernel_size // 2**index) for index in range(layers)]
-
-
-def conv_output_length(
-    sequence_length: int,
-    *,
-    kernel_size: int,
-    layers: int,
-    pool_size: int,
-    halve_kernel: bool = False,
-) -> int:
-    """Time steps left after the Conv1D/MaxPooling1D stack; below 1 means the window is too short.
-
-    The stack is Conv1D (valid padding), with MaxPooling1D(pool_size) between consecutive
-    Conv1D layers, as in both books.
-    """
-    length = sequence_length
-    for index, kernel in enumerate(conv_kernel_sizes(kernel_size, layers, halve_kernel)):
-        if index:
-            length //= pool_size
-            if length < 1:
-                return length
-        length -= kernel - 1
-        if length < 1:
-            return length
-    return length
-
-
 def _conv_stack(
     x: Any, *, filters: int, kernel_size: int, layers: int, pool_size: int, halve_kernel: bool
 ) -> Any:
@@ -151,28 +103,6 @@ def _conv_stack(
             x = keras_layers.MaxPooling1D(pool_size)(x)
         x = keras_layers.Conv1D(filters, kernel, activation="relu")(x)
     return x
-
-
-def _check_conv_length(architecture: str, input_shape: InputShape, **conv: Any) -> None:
-    steps = input_shape[0]
-    if steps is None:
-        return
-    left = conv_output_length(steps, **conv)
-    _require(
-        left >= 1,
-        architecture,
-        f"a window of {steps} steps is too short for the conv stack "
-        f"(kernel_size={conv['kernel_size']}, layers={conv['layers']}, "
-        f"pool_size={conv['pool_size']}): lengthen the lookback or shrink the stack",
-    )
-
-
-def _check_unroll(architecture: str, input_shape: InputShape, unroll: bool) -> None:
-    _require(
-        not unroll or input_shape[0] is not None,
-        architecture,
-        "unroll=True needs a fixed sequence length (input_shape[0] is None)",
-    )
 
 
 def build_dense(
@@ -187,10 +117,10 @@ def build_dense(
 
     Book (2nd ed.): units=16, layers=1. 1st ed.: units=32.
     """
-    _check_common("dense", input_shape, target_steps)
-    _check_at_least_one("dense", units=units, layers=layers)
-    _check_rates("dense", dropout=dropout)
-    _require(input_shape[0] is not None, "dense", "Flatten needs a fixed sequence length")
+    check_common("dense", input_shape, target_steps)
+    check_at_least_one("dense", units=units, layers=layers)
+    check_rates("dense", dropout=dropout)
+    require(input_shape[0] is not None, "dense", "Flatten needs a fixed sequence length")
     keras = _keras()
     inputs = keras.Input(shape=tuple(input_shape))
     x = keras.layers.Flatten()(inputs)
@@ -220,12 +150,12 @@ def build_conv1d(
     -> GlobalAveragePooling1D (the defaults). 1st ed.: filters=32, kernel_size=5, pool_size=3,
     halve_kernel=False, global_pool="max".
     """
-    _check_common("conv1d", input_shape, target_steps)
-    _check_at_least_one(
+    check_common("conv1d", input_shape, target_steps)
+    check_at_least_one(
         "conv1d", filters=filters, kernel_size=kernel_size, layers=layers, pool_size=pool_size
     )
-    _check_rates("conv1d", head_dropout=head_dropout)
-    _require(
+    check_rates("conv1d", head_dropout=head_dropout)
+    require(
         global_pool in ("average", "max"),
         "conv1d",
         f"global_pool must be 'average' or 'max', got {global_pool!r}",
@@ -233,7 +163,7 @@ def build_conv1d(
     conv: dict[str, Any] = dict(
         kernel_size=kernel_size, layers=layers, pool_size=pool_size, halve_kernel=halve_kernel
     )
-    _check_conv_length("conv1d", input_shape, **conv)
+    check_conv_length("conv1d", input_shape, **conv)
     keras = _keras()
     inputs = keras.Input(shape=tuple(input_shape))
     x = _conv_stack(inputs, filters=filters, **conv)
@@ -261,12 +191,12 @@ def _build_recurrent(
     unroll: bool,
     target_steps: int,
 ) -> keras.Model:
-    _check_common(name, input_shape, target_steps)
-    _check_at_least_one(name, units=units, layers=layers)
-    _check_rates(
+    check_common(name, input_shape, target_steps)
+    check_at_least_one(name, units=units, layers=layers)
+    check_rates(
         name, dropout=dropout, recurrent_dropout=recurrent_dropout, head_dropout=head_dropout
     )
-    _check_unroll(name, input_shape, unroll)
+    check_unroll(name, input_shape, unroll)
     keras = _keras()
     inputs = keras.Input(shape=tuple(input_shape))
     x = _recurrent_stack(
@@ -389,18 +319,16 @@ def build_bidirectional(
 
     Book (2nd ed.): Bidirectional(LSTM(16)); 1st ed.: cell="gru", units=32.
     """
-    _check_common("bidirectional", input_shape, target_steps)
-    _require(
-        cell in ("lstm", "gru"), "bidirectional", f"cell must be 'lstm' or 'gru', got {cell!r}"
-    )
-    _check_at_least_one("bidirectional", units=units, layers=layers)
-    _check_rates(
+    check_common("bidirectional", input_shape, target_steps)
+    require(cell in ("lstm", "gru"), "bidirectional", f"cell must be 'lstm' or 'gru', got {cell!r}")
+    check_at_least_one("bidirectional", units=units, layers=layers)
+    check_rates(
         "bidirectional",
         dropout=dropout,
         recurrent_dropout=recurrent_dropout,
         head_dropout=head_dropout,
     )
-    _check_unroll("bidirectional", input_shape, unroll)
+    check_unroll("bidirectional", input_shape, unroll)
     keras = _keras()
     recurrent = keras.layers.LSTM if cell == "lstm" else keras.layers.GRU
     inputs = keras.Input(shape=tuple(input_shape))
@@ -439,8 +367,8 @@ def build_conv_gru(
     Book (1st ed. 6.4.4, the defaults): Conv1D(32, 5) -> MaxPool(3) -> Conv1D(32, 5)
     -> GRU(32, dropout=0.1, recurrent_dropout=0.5) -> Dense(1), on 30-minute steps.
     """
-    _check_common("conv_gru", input_shape, target_steps)
-    _check_at_least_one(
+    check_common("conv_gru", input_shape, target_steps)
+    check_at_least_one(
         "conv_gru",
         filters=filters,
         kernel_size=kernel_size,
@@ -449,14 +377,14 @@ def build_conv_gru(
         units=units,
         layers=layers,
     )
-    _check_rates(
+    check_rates(
         "conv_gru", dropout=dropout, recurrent_dropout=recurrent_dropout, head_dropout=head_dropout
     )
     conv: dict[str, Any] = dict(
         kernel_size=kernel_size, layers=conv_layers, pool_size=pool_size, halve_kernel=False
     )
-    _check_conv_length("conv_gru", input_shape, **conv)
-    _check_unroll("conv_gru", input_shape, unroll)
+    check_conv_length("conv_gru", input_shape, **conv)
+    check_unroll("conv_gru", input_shape, unroll)
     keras = _keras()
     inputs = keras.Input(shape=tuple(input_shape))
     x = _conv_stack(inputs, filters=filters, **conv)

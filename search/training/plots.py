@@ -153,6 +153,32 @@ def forecast_figure(
     _outside(top)
     top.tick_params(axis="x", labelrotation=20)
     model_err, naive_err = forecast - actual, naive - actual
+    _error_histograms(bottom, model_err, naive_err, unit, ahead)
+    if paths:
+        _draw_paths(figure, grid, rows - 1, paths, unit)
+    if dated:
+        hours, months = _hours_and_months(times)
+        errors = {"model": model_err, "naive": naive_err}
+        by_hour = figure.add_subplot(grid[2, 0])
+        _error_by(by_hour, hours, 24, errors)
+        by_hour.set_xticks(range(0, 24, 3))
+        by_hour.set_xlabel("hour of day (of the time forecast)")
+        by_hour.set_ylabel(f"MAE ({unit})")
+        by_hour.set_title("MAE by hour of day, whole val period", fontsize=9)
+        by_month = figure.add_subplot(grid[2, 1:])
+        _error_by(by_month, months, 12, errors)
+        by_month.set_xticks(range(12), _MONTHS, fontsize=8)
+        by_month.set_xlabel("month (of the time forecast)")
+        by_month.set_title("MAE by month, whole val period (months with val windows)", fontsize=9)
+        _outside(by_month)
+    figure.tight_layout()
+    return figure
+
+
+def _error_histograms(
+    bottom: Any, model_err: np.ndarray, naive_err: np.ndarray, unit: str, ahead: str
+) -> None:
+    """The distributions of the model's and the naive forecast's errors, with their bias."""
     both = np.abs(np.concatenate([model_err, naive_err]))
     limit = float(np.nanpercentile(both, CLIP_PERCENTILE)) or 1.0
     clipped = {
@@ -175,35 +201,16 @@ def forecast_figure(
         )
         bottom.axvline(float(np.nanmean(error)), color=colour, linestyle=":", linewidth=1.0)
     bottom.axvline(0.0, color="black", linewidth=0.6)
-    bottom.set_xlabel(f"error = forecast - actual ({unit}), every val window ({len(actual):,})")
+    bottom.set_xlabel(f"error = forecast - actual ({unit}), every val window ({len(model_err):,})")
     bottom.set_ylabel("windows")
     bottom.set_title(
         f"Errors {ahead}; not drawn: beyond ±{limit:.2f} (the {CLIP_PERCENTILE:g}th percentile "
         f"of |error|), model {clipped['model']:,} and naive {clipped['naive']:,} "
-        f"of {len(actual):,} windows",
+        f"of {len(model_err):,} windows",
         fontsize=9,
     )
     bottom.grid(alpha=0.3)
     _outside(bottom)
-    if paths:
-        _draw_paths(figure, grid, rows - 1, paths, unit)
-    if dated:
-        hours, months = _hours_and_months(times)
-        errors = {"model": model_err, "naive": naive_err}
-        by_hour = figure.add_subplot(grid[2, 0])
-        _error_by(by_hour, hours, 24, errors)
-        by_hour.set_xticks(range(0, 24, 3))
-        by_hour.set_xlabel("hour of day (of the time forecast)")
-        by_hour.set_ylabel(f"MAE ({unit})")
-        by_hour.set_title("MAE by hour of day, whole val period", fontsize=9)
-        by_month = figure.add_subplot(grid[2, 1:])
-        _error_by(by_month, months, 12, errors)
-        by_month.set_xticks(range(12), _MONTHS, fontsize=8)
-        by_month.set_xlabel("month (of the time forecast)")
-        by_month.set_title("MAE by month, whole val period (months with val windows)", fontsize=9)
-        _outside(by_month)
-    figure.tight_layout()
-    return figure
 
 
 def _draw_paths(

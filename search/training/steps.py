@@ -150,3 +150,47 @@ def describe_steps(report: StepReport) -> dict[str, Any]:
     if len(report.rows) > 1:
         attrs["val_mae_by_step"] = [round(row["val_mae"], 5) for row in report.rows]
     return attrs
+
+
+@dataclass
+class ForecastView:
+    """What forecast.png draws of a val forecast: ``arrays`` (times, actual, forecast, naive)
+    at the last step, the interval band of a quantile forecast, a few whole multi-step paths."""
+
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    band: tuple[np.ndarray, np.ndarray, str] | None
+    paths: list[dict[str, Any]] | None
+
+
+def forecast_view(
+    prepared: Prepared, val: Any, output: np.ndarray, quantiles: tuple[float, ...] | None
+) -> ForecastView:
+    """The :class:`ForecastView` of a model's ``output`` on the val windows ``val``."""
+    output = output.reshape(output.shape[0], val.spec.target_steps, -1)
+    index = min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5)) if quantiles else 0
+    median, actual = output[..., index], val.targets().astype(np.float64)
+    last_rows = val.last_input_rows()
+    naive = prepared.target[last_rows].astype(np.float64)
+    rows = val.start_rows() + target_offsets(val.spec)[-1]
+    stamps = prepared.times
+    times = stamps[rows] if stamps is not None else rows
+    band = None
+    if quantiles:
+        level = f"{100 * (quantiles[-1] - quantiles[0]):g}% interval"
+        band = (output[:, -1, 0], output[:, -1, -1], f"{level} (calibrated on val)")
+    paths = None
+    if val.spec.target_steps > 1 and len(median):
+        paths = []
+        for i in sorted({0, len(median) // 2, len(median) - 1}):
+            path = {
+                "issued": str(stamps[last_rows[i]])[:16]
+                if stamps is not None
+                else str(last_rows[i]),
+                "actual": actual[i],
+                "forecast": median[i],
+                "naive": np.full(val.spec.target_steps, naive[i]),
+            }
+            if quantiles:
+                path.update(lower=output[i, :, 0], upper=output[i, :, -1])
+            paths.append(path)
+    return ForecastView((times, actual[:, -1], median[:, -1], naive), band, paths)

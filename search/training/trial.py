@@ -38,97 +38,21 @@ from search.training.checkpoints import (
 )
 from search.training.compile import TrialFailed, compiled_model
 from search.training.crossval import train_folds
+from search.training.monitor import EpochMonitor
 from search.training.scaling import fit_scaling, loss_label
 from search.training.steps import (
     StepReport,
     calibrate,
     describe_steps,
+    forecast_view,
     log_report,
-    target_offsets,
     trial_step_figures,
 )
-from search.workers import past, worker_attrs
+from search.workers import worker_attrs
 
 if TYPE_CHECKING:
     from search.spaces import Space, TrialConfig
     from search.tracking import Tracker
-
-
-class EpochMonitor(keras.callbacks.Callback):
-    """Per epoch: log, keep the best weights, stop early, and ask ``report(epoch, value)``
-    (the engine's handle) whether to stop; True means pruned.
-
-    Works on every Keras backend: it only reads ``logs`` and the model's weights.
-    """
-
-    def __init__(
-        self,
-        report: Callable[[int, float], bool],
-        on_epoch: Callable[[int, dict[str, float]], None],
-        monitor: str = "val_mae",
-        patience: int = 3,
-        after_epoch: Callable[[int], None] | None = None,
-        deadline: float | None = None,
-    ) -> None:
-        super().__init__()
-        self.deadline = deadline  # time.monotonic() when --timeout's budget ends
-        self.timed_out = False
-        self.report = report
-        self.on_epoch = on_epoch
-        self.monitor = monitor
-        self.patience = patience
-        self.after_epoch = after_epoch
-        self.best = math.inf
-        self.best_epoch = -1
-        self.best_weights: list[np.ndarray] | None = None
-        self.pruned = False
-        self.nan_epoch: int | None = None
-        self.interrupted: int | None = None  # the signal that asked the trial to stop
-        self.history: list[dict[str, float]] = []
-
-    def resume(
-        self,
-        history: list[dict[str, float]],
-        best: float,
-        best_epoch: int,
-        best_weights: list[np.ndarray] | None,
-    ) -> None:
-        """Continue from a checkpoint's epochs."""
-        self.history = [dict(row) for row in history]
-        self.best, self.best_epoch, self.best_weights = best, best_epoch, best_weights
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = {k: float(v) for k, v in (logs or {}).items()}
-        self.history.append({"epoch": epoch, **logs})
-        self.on_epoch(epoch, logs)
-        value = logs.get(self.monitor, math.nan)
-        if not math.isfinite(value) or not math.isfinite(logs.get("loss", 0.0)):
-            self.nan_epoch = epoch
-            self.model.stop_training = True
-            return
-        if value < self.best:
-            self.best, self.best_epoch = value, epoch
-            self.best_weights = self.model.get_weights()
-        elif epoch - self.best_epoch >= self.patience:
-            self.model.stop_training = True
-        if self.report(epoch, value):
-            self.pruned = True
-            self.model.stop_training = True
-        if past(self.deadline) and epoch + 1 < int(self.params.get("epochs") or 0):
-            self.timed_out = True  # the study's budget is spent: stop at this epoch's end
-            self.model.stop_training = True
-        signum = interrupt.requested()
-        if signum is not None:  # this epoch is finished: stop here, its checkpoint saved
-            self.interrupted = signum
-            self.model.stop_training = True
-        if self.after_epoch is not None and (
-            self.interrupted is not None or not self.model.stop_training
-        ):
-            self.after_epoch(epoch)
-
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
 
 
 @dataclass
@@ -246,7 +170,7 @@ class TrialRunner:
     def _train(self, handle: TrialHandle, config: TrialConfig, run_id: str) -> float:
         if self.prepared.n_folds:  # a cross-validated study: K fold models in lockstep
             return train_folds(self, handle, config, run_id)
-        number, unit = handle.number, self.unit
+        number = handle.number
         keras.utils.set_random_seed(self.seed + number)
         prepared, calendar = self.prepared, config.calendar_features
         spec = config.window(prepared.steps_per_hour)
@@ -268,35 +192,9 @@ class TrialRunner:
         warm = handle.warm_start()
         if warm is not None:  # a multi-fidelity engine continues an earlier trial's model
             model.load_weights(warm)
-        source = handle.resumed_from
-        source_dir = self._checkpoint_dir(source) if source is not None else None
-        restored = load_checkpoint(source_dir) if source_dir is not None else None
+        restored = self._restore(handle, model, run_id, epochs)
         if restored is not None:  # the re-run of an interrupted trial: from its last epoch
-            optimizer_restored = restore(model, restored)
             initial_epoch = max(initial_epoch, restored.next_epoch)
-            self.tracker.set_tags(
-                run_id,
-                {
-                    "search.resumed_from_trial": str(source),
-                    "search.resumed_from_epoch": str(restored.next_epoch),
-                },
-            )
-            handle.set_attrs(
-                {
-                    "search.resumed_from_epoch": restored.next_epoch,
-                    "search.optimizer_restored": optimizer_restored,
-                }
-            )
-            for row in restored.history:  # the dead trial's epochs, at their true steps
-                step = int(row["epoch"])
-                values = {k: float(v) for k, v in row.items() if k != "epoch"}
-                self.tracker.log_metrics(run_id, values, step=step)
-                if "val_mae" in values and math.isfinite(values["val_mae"]):
-                    handle.report(step, values["val_mae"])
-            self.say(
-                f"  trial {number} resumes trial {source} after its epoch "
-                f"{restored.next_epoch}/{epochs}"
-            )
         param_count = int(model.count_params())
         self.tracker.log_metrics(
             run_id,
@@ -308,6 +206,56 @@ class TrialRunner:
             },
         )
 
+        monitor = self._monitor(handle, run_id, model, config, epochs, (baseline, linear.val_mae))
+        if restored is not None:
+            monitor.resume(
+                restored.history, restored.best, restored.best_epoch, restored.best_weights
+            )
+        started = time.perf_counter()
+        model.fit(
+            train,
+            validation_data=val,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            verbose="auto" if self.verbose else 0,
+            callbacks=[monitor],
+        )
+        train_seconds = time.perf_counter() - started
+        _raise_for(monitor)
+        best = monitor.best
+        checkpoint = handle.checkpoint()
+        if checkpoint is not None:  # the best weights, for the trials that continue this one
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            model.save_weights(checkpoint)
+        self._record(handle, run_id, monitor, baseline, linear.val_mae, train_seconds)
+        handle.set_attrs({"param_count": param_count, "train_windows": train.num_windows})
+        if config.target_steps > 1 or config.quantiles:  # per step, and the calibrated model
+            model, report = self._steps(
+                run_id, model, spec, config, val, linear.predict(prepared, "val")
+            )
+            handle.set_attrs(describe_steps(report))
+        self._log_artifacts(run_id, model, monitor.history, baseline, linear.val_mae)
+        self._log_forecast(run_id, model, val, config.quantiles)
+        if monitor.timed_out:
+            raise self.timed_out(handle, run_id, len(monitor.history))
+        if monitor.pruned:
+            raise TrialPruned(f"pruned at epoch {len(monitor.history)}")
+        return best
+
+    def _monitor(
+        self,
+        handle: TrialHandle,
+        run_id: str,
+        model: keras.Model,
+        config: TrialConfig,
+        epochs: int,
+        references: tuple[float, float],
+    ) -> EpochMonitor:
+        """The fit's epoch monitor: each epoch logged and said (against the naive and linear
+        references on this trial's val windows), checkpointed, reported to the engine."""
+        number, unit = handle.number, self.unit
+        baseline, linear = references
+
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
             self.tracker.log_metrics(run_id, logs, step=epoch)
             best = min([h.get("val_mae", math.inf) for h in monitor.history])
@@ -315,7 +263,7 @@ class TrialRunner:
                 f"  trial {number} epoch {epoch + 1}/{epochs}: "
                 f"loss {logs.get('loss', math.nan):.4f} ({loss_label(config.loss_name, config.target_scaling, unit)})  "
                 f"val_mae {logs.get('val_mae', math.nan):.3f} {unit}  (trial best {best:.3f}; "
-                f"on this trial's val windows: naive {baseline:.3f}, linear {linear.val_mae:.3f})"
+                f"on this trial's val windows: naive {baseline:.3f}, linear {linear:.3f})"
             )
 
         checkpoint_dir = self._checkpoint_dir(number)
@@ -339,36 +287,57 @@ class TrialRunner:
             after_epoch=save,
             deadline=self.deadline,
         )
-        if restored is not None:
-            monitor.resume(
-                restored.history, restored.best, restored.best_epoch, restored.best_weights
-            )
-        started = time.perf_counter()
-        model.fit(
-            train,
-            validation_data=val,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            verbose="auto" if self.verbose else 0,
-            callbacks=[monitor],
+        return monitor
+
+    def _restore(self, handle: TrialHandle, model: keras.Model, run_id: str, epochs: int) -> Any:
+        """The checkpoint of the interrupted trial this one re-runs, restored into ``model``
+        (its epochs logged again at their true steps and reported to the engine); None when
+        this trial re-runs none."""
+        source = handle.resumed_from
+        source_dir = self._checkpoint_dir(source) if source is not None else None
+        restored = load_checkpoint(source_dir) if source_dir is not None else None
+        if restored is None:
+            return None
+        number = handle.number
+        optimizer_restored = restore(model, restored)
+        self.tracker.set_tags(
+            run_id,
+            {
+                "search.resumed_from_trial": str(source),
+                "search.resumed_from_epoch": str(restored.next_epoch),
+            },
         )
-        train_seconds = time.perf_counter() - started
-        if monitor.interrupted is not None:
-            done = len(monitor.history)
-            raise interrupt.Interrupted(monitor.interrupted) from TrialFailed(
-                f"stopped after epoch {done}; re-queued to resume from its checkpoint"
-            )
-        if monitor.nan_epoch is not None:
-            raise TrialFailed(f"loss or val_mae became NaN at epoch {monitor.nan_epoch + 1}")
-        if monitor.best_weights is None:
-            raise TrialFailed("no epoch produced a finite val_mae")
+        handle.set_attrs(
+            {
+                "search.resumed_from_epoch": restored.next_epoch,
+                "search.optimizer_restored": optimizer_restored,
+            }
+        )
+        for row in restored.history:  # the dead trial's epochs, at their true steps
+            step = int(row["epoch"])
+            values = {k: float(v) for k, v in row.items() if k != "epoch"}
+            self.tracker.log_metrics(run_id, values, step=step)
+            if "val_mae" in values and math.isfinite(values["val_mae"]):
+                handle.report(step, values["val_mae"])
+        self.say(
+            f"  trial {number} resumes trial {source} after its epoch "
+            f"{restored.next_epoch}/{epochs}"
+        )
+        return restored
+
+    def _record(
+        self,
+        handle: TrialHandle,
+        run_id: str,
+        monitor: EpochMonitor,
+        baseline: float,
+        linear: float,
+        train_seconds: float,
+    ) -> None:
+        """A finished fit's figures at its best epoch, in its run and the engine's trial."""
         best = monitor.best
-        checkpoint = handle.checkpoint()
-        if checkpoint is not None:  # the best weights, for the trials that continue this one
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            model.save_weights(checkpoint)
         skill = 1.0 - best / baseline if baseline > 0 else math.nan
-        linear_skill = 1.0 - best / linear.val_mae if linear.val_mae > 0 else math.nan
+        linear_skill = 1.0 - best / linear if linear > 0 else math.nan
         self.tracker.log_metrics(
             run_id,
             {
@@ -384,26 +353,12 @@ class TrialRunner:
             {
                 "skill": skill,
                 "baseline_mae": baseline,
-                "linear_mae": linear.val_mae,
+                "linear_mae": linear,
                 "linear_skill": linear_skill,
                 "epochs_run": len(monitor.history),
                 "train_seconds": round(train_seconds, 3),
-                "param_count": param_count,
-                "train_windows": train.num_windows,  # samples per epoch (benchmarks' samples/s)
             }
         )
-        if config.target_steps > 1 or config.quantiles:  # per step, and the calibrated model
-            model, report = self._steps(
-                run_id, model, spec, config, val, linear.predict(prepared, "val")
-            )
-            handle.set_attrs(describe_steps(report))
-        self._log_artifacts(run_id, model, monitor.history, baseline, linear.val_mae)
-        self._log_forecast(run_id, model, val, config.quantiles)
-        if monitor.timed_out:
-            raise self.timed_out(handle, run_id, len(monitor.history))
-        if monitor.pruned:
-            raise TrialPruned(f"pruned at epoch {len(monitor.history)}")
-        return best
 
     def timed_out(self, handle: TrialHandle, run_id: str, epochs: int) -> TrialPruned:
         """A trial cut short by the study's ``--timeout`` at an epoch's end: recorded PRUNED
@@ -485,38 +440,8 @@ class TrialRunner:
         forecast over two weeks, and the error distributions (the last step of a multi-step
         forecast, with its interval band and a few whole paths)."""
         output = np.asarray(model.predict(val, verbose=0), dtype=np.float64)
-        output = output.reshape(output.shape[0], val.spec.target_steps, -1)
-        index = (
-            min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5)) if quantiles else 0
-        )
-        median, actual = output[..., index], val.targets().astype(np.float64)
-        last_rows = val.last_input_rows()
-        naive = self.prepared.target[last_rows].astype(np.float64)
-        rows = val.start_rows() + target_offsets(val.spec)[-1]
-        stamps = self.prepared.times
-        times = stamps[rows] if stamps is not None else rows
-        band = None
-        if quantiles:
-            level = f"{100 * (quantiles[-1] - quantiles[0]):g}% interval"
-            band = (output[:, -1, 0], output[:, -1, -1], f"{level} (calibrated on val)")
-        paths = None
-        if val.spec.target_steps > 1 and len(median):
-            paths = []
-            for i in sorted({0, len(median) // 2, len(median) - 1}):
-                path = {
-                    "issued": str(stamps[last_rows[i]])[:16]
-                    if stamps is not None
-                    else str(last_rows[i]),
-                    "actual": actual[i],
-                    "forecast": median[i],
-                    "naive": np.full(val.spec.target_steps, naive[i]),
-                }
-                if quantiles:
-                    path.update(lower=output[i, :, 0], upper=output[i, :, -1])
-                paths.append(path)
-        self._log_forecast_arrays(
-            run_id, times, actual[:, -1], median[:, -1], naive, band=band, paths=paths
-        )
+        view = forecast_view(self.prepared, val, output, quantiles)
+        self._log_forecast_arrays(run_id, *view.arrays, band=view.band, paths=view.paths)
 
     def _log_forecast_arrays(
         self,
@@ -545,6 +470,19 @@ class TrialRunner:
         )
         self.tracker.log_figure(run_id, figure, "forecast.png")
         plt.close(figure)
+
+
+def _raise_for(monitor: EpochMonitor) -> None:
+    """A fit that was interrupted, went NaN or never produced a finite val MAE ends here."""
+    if monitor.interrupted is not None:
+        done = len(monitor.history)
+        raise interrupt.Interrupted(monitor.interrupted) from TrialFailed(
+            f"stopped after epoch {done}; re-queued to resume from its checkpoint"
+        )
+    if monitor.nan_epoch is not None:
+        raise TrialFailed(f"loss or val_mae became NaN at epoch {monitor.nan_epoch + 1}")
+    if monitor.best_weights is None:
+        raise TrialFailed("no epoch produced a finite val_mae")
 
 
 def _short(config: TrialConfig) -> str:
