@@ -330,3 +330,11 @@ def test_the_exported_model_answers_with_calibrated_quantile_rows(
     assert (answer["time"].astype(str).to_numpy() == written["time"].to_numpy()).all()
     for column in (f"forecast {T}", f"q0.1 {T}", f"q0.9 {T}"):
         np.testing.assert_allclose(answer[column], written[column], atol=1e-3)
+
+
+def test_an_ensemble_of_a_multi_step_study_is_refused_in_one_line(study: Path) -> None:
+    result = run_cli_here("best", "nd", "--ensemble", cwd=study)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "single-step point forecasts only" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
