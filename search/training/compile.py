@@ -10,14 +10,9 @@ import keras
 from search.data.geometry import WindowSpec
 from search.data.prepare import Prepared
 from search.serving.layers import SortedQuantiles
+from search.training.intervals import median_index
 from search.training.models import build_model, make_optimizer
-from search.training.scaling import (
-    MedianMAE,
-    TargetScaling,
-    compile_loss,
-    median_index,
-    scaled_model,
-)
+from search.training.scaling import MedianMAE, TargetScaling, compile_loss, scaled_model
 
 if TYPE_CHECKING:
     from search.spaces import TrialConfig

@@ -31,6 +31,7 @@ import numpy as np
 __all__ = [
     "coverage",
     "conformal_offsets",
+    "median_index",
     "median_of",
     "naive_quantiles",
     "pinball_loss",
@@ -39,13 +40,17 @@ __all__ = [
 ]
 
 
+def median_index(quantiles: tuple[float, ...]) -> int:
+    """Where the median (0.5) sits among the levels."""
+    return min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5))
+
+
 def median_of(forecast: np.ndarray, quantiles: tuple[float, ...] | None) -> np.ndarray:
     """The point forecast ``(windows, steps)``: the median of a quantile forecast, or itself."""
     forecast = np.asarray(forecast, dtype=np.float64)
     if not quantiles:
         return forecast.reshape(forecast.shape[0], -1)
-    index = min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5))
-    return forecast[..., index]
+    return forecast[..., median_index(quantiles)]
 
 
 def step_mae(point: np.ndarray, actual: np.ndarray) -> np.ndarray:

@@ -197,11 +197,6 @@ class MedianMAE(keras.metrics.MeanMetricWrapper):
         return {"index": self.index, "name": self.name}
 
 
-def median_index(quantiles: tuple[float, ...]) -> int:
-    """Where the median (0.5) sits among the levels."""
-    return min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5))
-
-
 def loss_label(loss: str, mode: str, unit: str) -> str:
     """What a trial's training loss is measured on: its size changes with the target scaling
     (a loss of 17 on raw degrees and 0.5 on a standardized target can be the same fit)."""

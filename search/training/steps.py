@@ -167,7 +167,7 @@ def forecast_view(
 ) -> ForecastView:
     """The :class:`ForecastView` of a model's ``output`` on the val windows ``val``."""
     output = output.reshape(output.shape[0], val.spec.target_steps, -1)
-    index = min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5)) if quantiles else 0
+    index = intervals.median_index(quantiles) if quantiles else 0
     median, actual = output[..., index], val.targets().astype(np.float64)
     last_rows = val.last_input_rows()
     naive = prepared.target[last_rows].astype(np.float64)
