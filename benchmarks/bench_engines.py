@@ -2,32 +2,38 @@
 wall-clock budget.
 
 Engines (each a real `search run` with `--timeout BUDGET`):
-  a. optuna-default   Optuna with the product's defaults (multivariate TPE, median pruner)
+  a. default          `search run` with no search flags (today TPE + median; the pick,
+                      `tpe-sobol` + `percentile`, runs as a --candidate until it is the default)
   b. kt-hyperband     keras-tuner Hyperband (max_epochs = the run's --epochs)
-  c. kt-bayesian      keras-tuner Bayesian optimization
-  d. optuna-random    Optuna random search, no pruning
-engines a and b on every space of `--spaces` (lstm and all) and c and d on `--every-engine-on`
-(lstm), seeds 0-2 (the seeds the defaults were chosen on), then the confirmation seeds 3-5 for
-engines a and b (the ones the target compares) on `--confirm-spaces` (lstm). 24 studies of 3
-minutes; runs go two at a time, each pinned to one core (`taskset`, one TensorFlow thread pool),
-so every engine gets the same single core and the whole benchmark fits in about 45 minutes on 2
-cores. The first 12,500 rows of the 2020 file (the fewest that window lstm's 240 h lookback in
-every split), 3 epochs per trial. `--full` gives a bigger machine the full-size run (all rows,
+  c. tpe-median       the default before this benchmark chose (multivariate TPE, 5 start-up
+                      trials, median pruner): `--sampler tpe --pruner median`
+  d. kt-bayesian      keras-tuner Bayesian optimization
+  e. optuna-random    Optuna random search, no pruning
+a, b and c on every space of `--spaces` and every seed; d and e on `--every-engine-on`; more
+Optuna configurations with `--candidate NAME=ARGS` (run like a). Seeds 0-2 choose, seeds 3-5
+(`--confirm`) confirm on `--confirm-spaces`. Runs go two at a time, each pinned to one core
+(`taskset`, one TensorFlow thread pool), so every engine gets the same single core. The first
+12,500 rows of the 2020 file (the fewest that window lstm's 240 h lookback in every split),
+3 epochs per trial, 180 s per study. `--full` gives a bigger machine the full-size run (all rows,
 10 epochs, 20-minute budgets, every engine on every space and seed, four cores per run).
 
 Per run, from the study's own records: best val MAE and its skill against the naive forecast at
 the end, the time to reach within 2% of the best any engine reached on that space and seed,
-trials completed and pruned, epochs trained. The target: the default Optuna configuration
-reaches keras-tuner Hyperband's final best val MAE in at most 0.6x the wall time at which
-Hyperband first reached it, median over seeds (never reaching it counts as a miss, ratio inf).
+trials completed and pruned, epochs trained, and whether the budget held (the trials' span at
+most the budget plus the longest epoch, from the MLflow runs' val_mae log times, plus 15 s).
+The target: the default reaches keras-tuner Hyperband's final best val MAE in at most 0.6x the
+wall time at which Hyperband first reached it, median over seeds (never reaching it counts as a
+miss, ratio inf).
 
 Prints a table and writes `engines.png` (best-so-far val MAE against elapsed time, one panel per
 space, one line per engine and seed) and `engines.json` to --out, and logs them to MLflow
-(experiment `bench-engines` in --out/mlflow.db).
+(experiment `bench-engines` in --out/mlflow.db). Studies already in --out are reused, so the
+benchmark can be run in parts (choose, then confirm the winner) and summarized by a last run.
 
-    python benchmarks/bench_engines.py [--out benchmarks/results/engines] [--budget 130]
-        [--epochs 3] [--max-rows 12500] [--spaces lstm,all] [--every-engine-on lstm]
-        [--seeds 0,1,2] [--confirm 3,4,5] [--confirm-spaces lstm] [--parallel 2] [--full]
+    python benchmarks/bench_engines.py [--out benchmarks/results/engines] [--budget 180]
+        [--epochs 3] [--max-rows 12500] [--spaces lstm] [--every-engine-on SPACES]
+        [--seeds 0,1,2] [--confirm 3,4,5] [--confirm-spaces lstm,all] [--parallel 2]
+        [--candidate NAME=ARGS ...] [--only NAMES] [--extra ARGS] [--full]
 """
 
 from __future__ import annotations
@@ -49,14 +55,17 @@ sys.path.insert(0, str(REPO))
 from tests.cli_helpers import cli_env, search_command  # noqa: E402
 
 ENGINES: dict[str, list[str]] = {
-    "optuna-default": [],
+    "default": [],
     "kt-hyperband": ["--engine", "keras-tuner", "--tuner", "hyperband"],
+    "tpe-median": ["--sampler", "tpe", "--pruner", "median"],
     "kt-bayesian": ["--engine", "keras-tuner", "--tuner", "bayesian"],
     "optuna-random": ["--sampler", "random", "--pruner", "none"],
 }
-CONFIRM = ["optuna-default", "kt-hyperband"]
+CONFIRM = ["default", "kt-hyperband", "tpe-median"]
+JUDGED = ["default", "tpe-median"]  # compared with Hyperband (plus every --candidate)
 WITHIN = 0.02
 TARGET_RATIO = 0.6
+SLACK = 15.0  # a study ends within its budget plus its longest epoch plus this
 
 
 def _job(out: Path, engine: str, space: str, seed: int, args: argparse.Namespace, core: int):
@@ -84,6 +93,7 @@ def _job(out: Path, engine: str, space: str, seed: int, args: argparse.Namespace
         "--tracking-uri",
         f"sqlite:///{out / 'mlflow.db'}",
         *(["--max-rows", str(args.max_rows)] if args.max_rows else []),
+        *args.extra.split(),
         *ENGINES[engine],
     )
     env = cli_env()
@@ -104,7 +114,27 @@ def _job(out: Path, engine: str, space: str, seed: int, args: argparse.Namespace
     return study, storage, time.perf_counter() - started
 
 
-def _curve(storage: str, study: str) -> dict:
+def _epoch_seconds(trials: list, tracking: str) -> list[float]:
+    """Every epoch's wall time, from the trials' MLflow runs: the time between consecutive
+    val_mae logs (the first from the run's start, so it holds the trial's set-up)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking)
+    seconds: list[float] = []
+    for trial in trials:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if not run_id:
+            continue
+        try:
+            start = client.get_run(run_id).info.start_time
+            stamps = sorted(m.timestamp for m in client.get_metric_history(run_id, "val_mae"))
+        except Exception:  # a run that never reached the tracking store
+            continue
+        seconds += [(b - a) / 1000 for a, b in zip([start, *stamps[:-1]], stamps, strict=True)]
+    return seconds
+
+
+def _curve(storage: str, study: str, tracking: str) -> dict:
     """Best-so-far val MAE against seconds since the study's first trial started."""
     import optuna
 
@@ -115,6 +145,8 @@ def _curve(storage: str, study: str) -> dict:
     if not trials:
         return {"points": [], "complete": 0, "pruned": 0, "failed": 0, "epochs": 0}
     origin = min(t.datetime_start for t in trials if t.datetime_start)
+    ended = max((t.datetime_complete for t in trials if t.datetime_complete), default=origin)
+    epoch_seconds = _epoch_seconds(trials, tracking)
     points, best, best_skill = [], math.inf, math.nan
     for trial in sorted(
         (t for t in trials if t.datetime_complete), key=lambda t: t.datetime_complete
@@ -131,6 +163,9 @@ def _curve(storage: str, study: str) -> dict:
         "pruned": states.count("PRUNED"),
         "failed": states.count("FAIL"),
         "epochs": sum(len(t.intermediate_values) for t in trials),
+        # the budget holds when the study's trials span at most budget + longest epoch + 15 s
+        "span": (ended - origin).total_seconds(),
+        "longest_epoch": max(epoch_seconds, default=0.0),
     }
 
 
@@ -144,13 +179,13 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=180.0, help="seconds per study")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max-rows", type=int, default=12500)
-    parser.add_argument("--spaces", default="lstm,all")
+    parser.add_argument("--spaces", default="lstm", help="spaces of the choice (seeds 0-2)")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--confirm", default="3,4,5", help="confirmation seeds (engines a, b)")
+    parser.add_argument("--confirm", default="3,4,5", help="confirmation seeds (a, b, c)")
     parser.add_argument(
-        "--every-engine-on", default="lstm", help="spaces that also run engines c and d"
+        "--every-engine-on", default="", help="spaces that also run engines d and e"
     )
-    parser.add_argument("--confirm-spaces", default="lstm", help="spaces of the confirmation")
+    parser.add_argument("--confirm-spaces", default="lstm,all", help="spaces of the confirmation")
     parser.add_argument("--parallel", type=int, default=2, help="runs at once, one core each")
     parser.add_argument("--full", action="store_true", help="full size: all rows, 10 epochs")
     parser.add_argument(
@@ -162,6 +197,18 @@ def main() -> None:
         "'hb=--pruner hyperband' (runs where the default runs; studies already in --out are "
         "reused, so a candidate can be added to a finished benchmark)",
     )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="run just these engines (comma-separated names), e.g. two candidates with --folds",
+    )
+    parser.add_argument(
+        "--extra",
+        default="",
+        metavar="ARGS",
+        help="flags for every study, e.g. '--folds 3 --split blocked:14' (with --only and an "
+        "--out of their own)",
+    )
     args = parser.parse_args()
     candidates = []
     for text in args.candidate:
@@ -171,7 +218,7 @@ def main() -> None:
         candidates.append(name)
     if args.full:
         args.max_rows, args.epochs, args.budget = None, 10, 1200.0
-        args.every_engine_on, args.confirm_spaces = args.spaces, args.spaces
+        args.spaces = args.every_engine_on = args.confirm_spaces = "lstm,all"
         args.parallel = max(1, (os.cpu_count() or 2) // 4)
     out = args.out.resolve()
     for sub in ("studies", "logs"):
@@ -188,6 +235,8 @@ def main() -> None:
     ]
     confirm_spaces = args.confirm_spaces.split(",")
     jobs += [(e, sp, s) for s in confirm for sp in confirm_spaces for e in CONFIRM]
+    if args.only:
+        jobs = [job for job in jobs if job[0] in args.only.split(",")]
     spaces = list(dict.fromkeys(spaces + confirm_spaces))
     # MLflow's store is created once, before two runs race to migrate it
     subprocess.run(
@@ -214,11 +263,14 @@ def main() -> None:
             study, storage, seconds = _job(out, *job, args, core)
         finally:
             free_cores.append(core)
-        results[job] = {"study": study, "seconds": seconds, **_curve(storage, study)}
+        curve = _curve(storage, study, f"sqlite:///{out / 'mlflow.db'}")
+        results[job] = {"study": study, "seconds": seconds, **curve}
         r = results[job]
+        r["limit"] = args.budget + r.get("longest_epoch", 0.0) + SLACK
         print(
             f"  {study:<28} best {r.get('best', math.nan):.4f}  trials {r['complete']}"
-            f"/{r['pruned']}/{r['failed']} (complete/pruned/failed)  {seconds:.0f} s",
+            f"/{r['pruned']}/{r['failed']} (complete/pruned/failed)  {seconds:.0f} s; trials "
+            f"span {r.get('span', 0.0):.0f} s (limit {r['limit']:.0f} s)",
             flush=True,
         )
 
@@ -245,9 +297,11 @@ def main() -> None:
                         "pruned": r["pruned"],
                         "failed": r["failed"],
                         "epochs": r["epochs"],
+                        "span": r.get("span", 0.0),
+                        "limit": r["limit"],
                     }
                 )
-            for judged in ("optuna-default", *candidates):
+            for judged in (*JUDGED, *candidates):
                 if judged not in runs or "kt-hyperband" not in runs:
                     continue
                 hb = runs["kt-hyperband"]
@@ -271,6 +325,15 @@ def main() -> None:
             f"{row['skill']:>+7.1%} {(f'{t:.0f}' if math.isfinite(t) else 'never'):>8} "
             f"{row['complete']:>8} {row['pruned']:>6} {row['failed']:>6} {row['epochs']:>6}"
         )
+    over = [r for r in rows if r["span"] > r["limit"]]
+    print(
+        f"\nbudgets: {len(rows) - len(over)} of {len(rows)} studies ended within budget + "
+        f"longest epoch + {SLACK:.0f} s (longest overrun of the budget: "
+        f"{max(r['span'] - args.budget for r in rows):+.0f} s)"
+        + "".join(
+            f"\n  OVER: {r['engine']} {r['space']} s{r['seed']} {r['span']:.0f} s" for r in over
+        )
+    )
     print("\nmedian per engine (seeds 0-2 and confirmation seeds separately):")
     for sp in spaces:
         for label, group in (("choose", seeds), ("confirm", confirm)):
@@ -312,6 +375,8 @@ def main() -> None:
             for judged, by_space in ratios.items()
         },
         "verdicts": verdicts,
+        "budgets_held": len(rows) - len(over),
+        "studies": len(rows),
     }
     (out / "engines.json").write_text(json.dumps(payload, indent=2, default=str))
     _log(out, payload)
@@ -325,10 +390,15 @@ def _plot(results: dict, spaces: list[str]):
     import matplotlib.pyplot as plt
 
     colors = {
-        "optuna-default": "tab:blue",
+        "default": "tab:blue",
+        "tpe-median": "tab:cyan",
         "kt-hyperband": "tab:orange",
         "kt-bayesian": "tab:green",
         "optuna-random": "tab:gray",
+        "hb": "tab:red",
+        "tpe-pct": "tab:brown",
+        "sobol-hb": "tab:pink",
+        "sobol-pct": "tab:purple",
     }
     figure, axes = plt.subplots(1, len(spaces), figsize=(6.5 * len(spaces), 4.5), squeeze=False)
     for axis, sp in zip(axes[0], spaces, strict=True):

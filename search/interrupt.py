@@ -14,6 +14,7 @@ __all__ = ["Interrupted", "install", "requested", "signal_name"]
 _requested = threading.Event()
 _signal: list[int] = []
 _second: list[Callable[[int], None]] = []  # what a second signal does (the caller's choice)
+_first: list[Callable[[int], None]] = []  # what acknowledges the first one (the caller's choice)
 
 
 class Interrupted(KeyboardInterrupt):  # noqa: N818 - a KeyboardInterrupt, not a trial's error
@@ -36,6 +37,8 @@ def signal_name(signum: int) -> str:
 def _handle(signum: int, _frame: FrameType | None) -> None:
     _signal.append(signum)
     _requested.set()
+    if _first:
+        _first[0](signum)
     if _second:  # a second signal: the caller's immediate stop
         signal.signal(signal.SIGINT, _stop_now)
         signal.signal(signal.SIGTERM, _stop_now)
@@ -49,14 +52,19 @@ def _stop_now(signum: int, _frame: FrameType | None) -> None:
     _second[0](signum)
 
 
-def install(on_second: Callable[[int], None] | None = None) -> None:
+def install(
+    on_second: Callable[[int], None] | None = None,
+    on_first: Callable[[int], None] | None = None,
+) -> None:
     """Route SIGINT and SIGTERM to a stop request (main thread only). A second signal calls
     ``on_second(signum)``, which must end the process at once (a KeyboardInterrupt raised by a
     signal can land in a garbage-collection callback, where Python only reports it); without
-    it, a second signal takes the default action."""
+    it, a second signal takes the default action. ``on_first(signum)`` acknowledges the first
+    (it runs inside the signal handler: write with ``os.write``, not a buffered stream)."""
     _requested.clear()
     _signal.clear()
     _second[:] = [on_second] if on_second is not None else []
+    _first[:] = [on_first] if on_first is not None else []
     signal.signal(signal.SIGINT, _handle)
     signal.signal(signal.SIGTERM, _handle)
 

@@ -111,6 +111,8 @@ def start(
     # Enqueue before publishing the parent run: joining workers wait for it, so the book
     # configuration is always trial 0.
     engine.enqueue(space.book_params(), {"book_config": True})
+    for params in engine.start_points(record.seed):  # a sampler's spread-out start, if any
+        engine.enqueue(params, {"search.start_point": "sobol"})
     engine.set_study_attrs({"mlflow_parent_run_id": parent})
 
 

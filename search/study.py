@@ -25,7 +25,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from search.engines import Engine, SearchOptions, TrialSummary
-from search.engines.base import DEFAULT_PRUNER, DEFAULT_SAMPLER, DEFAULT_TUNER
+from search.engines.base import (
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    DEFAULT_TUNER,
+    LEGACY_PRUNER,
+    LEGACY_SAMPLER,
+)
 from search.lifecycle import join_or_start, recover_crashed_trials, requeue, retire
 from search.local_folders import SpoolState, spool_root, sync_at_end, sync_timeout
 from search.planning import StudyPlan, StudyRequest, plan_study
@@ -142,8 +148,10 @@ def _configure(
     """Configure the engine's search (the record's settings, else the space's, else the
     defaults); a new study's record remembers them."""
     options = SearchOptions(
-        sampler=record.sampler or space.search.sampler or DEFAULT_SAMPLER,
-        pruner=record.pruner or space.search.pruner or DEFAULT_PRUNER,
+        sampler=record.sampler
+        or space.search.sampler
+        or (DEFAULT_SAMPLER if new else LEGACY_SAMPLER),
+        pruner=record.pruner or space.search.pruner or (DEFAULT_PRUNER if new else LEGACY_PRUNER),
         tuner=record.tuner or space.search.tuner or DEFAULT_TUNER,
         max_epochs=request.epochs or space.fixed.epochs,
         conditional=space.conditional,

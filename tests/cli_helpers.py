@@ -10,6 +10,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def quick_request(tmp_path: Path, study: str, **kw):
+    """A small in-process study request on the ``quick`` space (9,000 rows, 2 trials of 2
+    epochs, seed 5, SQLite storage and tracking in ``tmp_path``); ``kw`` overrides any field."""
+    from search.study import StudyRequest
+
+    settings = {
+        "study": study,
+        "storage": f"sqlite:///{tmp_path / 'o.db'}",
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "space": "quick",
+        "max_rows": 9000,
+        "trials": 2,
+        "epochs": 2,
+        "seed": 5,
+    }
+    return StudyRequest(**{**settings, **kw})
+
+
 @dataclass
 class Result:
     returncode: int

@@ -49,6 +49,8 @@ def _args(workdir: Path, *extra: str) -> list[str]:
         f"sqlite:///{workdir / 'studies.db'}",
         "--tracking-uri",
         f"sqlite:///{workdir / 'mlflow.db'}",
+        "--sampler",  # no enqueued start points: the trial after the budget is the next one
+        "tpe",
         *extra,
     ]
 
@@ -80,7 +82,9 @@ def test_timeout_stops_the_running_trial_at_an_epoch_boundary(tmp_path: Path) ->
     assert run.data.metrics["best_val_mae"] == pytest.approx(
         min(trial.intermediate_values.values())
     )
-    assert "model" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "model" in logged
+    assert "forecast.png" not in logged  # no val prediction for a figure once the budget is spent
 
     again = run_cli_here(*_args(tmp_path, "--trials", "1", "--epochs", "1"), cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

@@ -12,8 +12,8 @@ import pytest
 
 from search.errors import SearchError
 from search.storage import open_storage, resolve_storage_url
-from search.study import StudyRequest, run_study
-from tests.cli_helpers import run_cli, run_cli_here
+from search.study import run_study
+from tests.cli_helpers import quick_request, run_cli, run_cli_here
 
 ROWS = "9000"
 
@@ -173,20 +173,6 @@ def test_switching_engine_or_tuner_on_resume_is_refused(both: Path) -> None:
     assert tuner.returncode == 2 and "--tuner hyperband" in tuner.stderr, tuner.stderr
 
 
-def _request(tmp_path: Path, study: str, **kw) -> StudyRequest:
-    settings = {
-        "study": study,
-        "storage": f"sqlite:///{tmp_path / 'o.db'}",
-        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "space": "quick",
-        "max_rows": 9000,
-        "trials": 2,
-        "epochs": 2,
-        "seed": 5,
-    }
-    return StudyRequest(**{**settings, **kw})
-
-
 @pytest.mark.parametrize(
     "choice",
     [
@@ -209,7 +195,7 @@ def test_every_search_method_runs_a_two_trial_study(tmp_path: Path, choice: dict
     """Every sampler and every pruner (paired, to keep CI short) and every tuner; Hyperband is
     the keras-tuner default, run by the CLI tests above."""
     name = "-".join(str(v) for v in choice.values())
-    outcome = run_study(_request(tmp_path, name, epochs=1, **choice))
+    outcome = run_study(quick_request(tmp_path, name, epochs=1, **choice))
     assert len(outcome.trials) == 2
     assert {t.state for t in outcome.trials} <= {"COMPLETE", "PRUNED"}, [
         t.attrs.get("fail_reason") for t in outcome.trials
@@ -224,7 +210,7 @@ def test_gp_without_pytorch_names_the_extra(tmp_path: Path, monkeypatch) -> None
         importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
     )
     with pytest.raises(SearchError, match=r"search\[gp\]"):
-        run_study(_request(tmp_path, "gp", sampler="gp"))
+        run_study(quick_request(tmp_path, "gp", sampler="gp"))
 
 
 def test_the_study_stops_after_consecutive_failures(tmp_path: Path, monkeypatch) -> None:
@@ -234,7 +220,7 @@ def test_the_study_stops_after_consecutive_failures(tmp_path: Path, monkeypatch)
         raise ValueError("the builder is broken")
 
     monkeypatch.setattr(search.training.compile, "build_model", broken)
-    outcome = run_study(_request(tmp_path, "broken", trials=6, max_consecutive_failures=2))
+    outcome = run_study(quick_request(tmp_path, "broken", trials=6, max_consecutive_failures=2))
     assert [t.state for t in outcome.trials] == ["FAIL", "FAIL"]
     assert outcome.stopped_for_failures == 2
     assert "the builder is broken" in outcome.trials[-1].attrs["fail_reason"]
@@ -246,5 +232,7 @@ def test_a_space_file_can_choose_the_search_method(tmp_path: Path) -> None:
     text = load_space("quick").path.read_text() + "search: {sampler: random, pruner: none}\n"
     space = tmp_path / "mine.yaml"
     space.write_text(text.replace("name: quick", "name: mine"))
-    outcome = run_study(_request(tmp_path, "mine", space=str(space), epochs=1, pruner="median"))
+    outcome = run_study(
+        quick_request(tmp_path, "mine", space=str(space), epochs=1, pruner="median")
+    )
     assert (outcome.record.sampler, outcome.record.pruner) == ("random", "median")  # flag wins

@@ -49,7 +49,10 @@ def add_parser(commands: Any) -> None:
         "--timeout",
         type=positive_float,
         metavar="SECONDS",
-        help="stop starting new trials after this many seconds (default: no limit)",
+        help="a budget counted from the start of optimization in this process: when it is "
+        "spent, the running trial stops at its next epoch's end (PRUNED, "
+        "search.stopped_by=timeout, its best epoch logged) and the run ends; a re-run "
+        "continues the study (default: no limit)",
     )
     storage_flag(run)
     tracking_flag(run)
@@ -126,13 +129,15 @@ def _engine_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--sampler",
         metavar="NAME",
-        help="Optuna sampler: tpe (default; multivariate, grouped for conditional spaces), "
-        "random, gp (needs the gp extra: PyTorch) or cmaes; or the space file's search: section",
+        help="Optuna sampler for a new study: tpe (default; 5 random start-up trials), "
+        "tpe-sobol (the book trial and 3 scrambled Sobol points, then TPE), random, gp "
+        "(needs the gp extra: PyTorch) or cmaes; or the space file's search: section",
     )
     run.add_argument(
         "--pruner",
         metavar="NAME",
-        help="Optuna pruner: median (default), halving, hyperband or none",
+        help="Optuna pruner for a new study: median (default), percentile (keep the best third "
+        "from the first epoch), halving, hyperband or none",
     )
     run.add_argument(
         "--tuner",
@@ -216,7 +221,7 @@ def command(
     from search.cli.render import outcome_lines
 
     # a first SIGINT/SIGTERM stops after the current epoch, a second one at once
-    interrupt.install(on_second=_stop_now)
+    interrupt.install(on_second=_stop_now, on_first=_stopping)
     from search.study import run_study
 
     try:
@@ -272,6 +277,18 @@ def _run_jobs(args: argparse.Namespace, plan: Any) -> int:
         for line in outcome_lines(outcome):
             print(line, flush=True)
     return code
+
+
+def _stopping(signum: int) -> None:
+    """The first Ctrl-C (or SIGTERM), acknowledged at once: the epoch may take a while. Inside
+    the signal handler, so written with ``os.write`` (a buffered stream may be mid-write)."""
+    from search.interrupt import signal_name
+
+    os.write(
+        sys.stdout.fileno(),
+        f"{signal_name(signum)}: stopping after this epoch (its checkpoint saved); "
+        "send it again (Ctrl-C) to stop at once\n".encode(),
+    )
 
 
 def _stop_now(signum: int) -> None:

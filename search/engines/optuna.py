@@ -1,5 +1,6 @@
 """Optuna as an engine: the study lives in an Optuna storage (SQLite, PostgreSQL, journal file),
-TPE samples, the median pruner stops weak trials, heartbeats let a study outlive its workers.
+TPE samples, the median pruner (or another by name) stops weak trials, heartbeats let a study
+outlive its workers.
 
 Also the space-to-Optuna translation (``suggest``, ``distributions``) and Optuna's study plots;
 the samplers and pruners by name are in :mod:`search.engines.samplers` (re-exported here).
@@ -25,10 +26,12 @@ from search.engines.base import (
     TrialSummary,
 )
 from search.engines.samplers import (
+    SOBOL_POINTS,
     STARTUP_TRIALS,
     check_sampler_installed,
     make_pruner,
     make_sampler,
+    sobol_points,
 )
 from search.errors import SearchError
 from search.spaces import FloatParam, IntParam
@@ -191,6 +194,12 @@ class OptunaEngine(Engine):
     def stop(self) -> None:
         if self._study is not None:
             self._study.stop()
+
+    def start_points(self, seed: int | None) -> list[dict[str, Any]]:
+        """``tpe-sobol``: :data:`SOBOL_POINTS` scrambled Sobol points over the bound space."""
+        if self.options.sampler != "tpe-sobol" or self.space is None:
+            return []
+        return sobol_points(distributions(self.space), SOBOL_POINTS, seed)
 
     def open(
         self, study: str, seed: int | None, create: bool = True, join_seed: int | None = None

@@ -10,10 +10,22 @@ import optuna
 from search.engines.base import PRUNERS, SAMPLERS
 from search.errors import SearchError
 
-__all__ = ["STARTUP_TRIALS", "check_sampler_installed", "make_pruner", "make_sampler"]
+__all__ = [
+    "SOBOL_POINTS",
+    "STARTUP_TRIALS",
+    "check_sampler_installed",
+    "make_pruner",
+    "make_sampler",
+    "sobol_points",
+]
 
 STARTUP_TRIALS = 5
 """Random trials before TPE models the results (the book trial counts as one)."""
+SOBOL_POINTS = 3
+"""``tpe-sobol``: spread-out configurations run after the book trial, before TPE models."""
+PERCENTILE_KEPT = 100 / 3
+"""``percentile``: the share of trials kept at every epoch (the best third, as Hyperband's
+reduction factor 3 keeps)."""
 
 
 def make_sampler(name: str, seed: int | None, conditional: bool) -> optuna.samplers.BaseSampler:
@@ -27,6 +39,14 @@ def make_sampler(name: str, seed: int | None, conditional: bool) -> optuna.sampl
                 multivariate=True,
                 group=conditional,
                 n_startup_trials=STARTUP_TRIALS,
+                constant_liar=True,
+            )
+        if name == "tpe-sobol":  # the book trial and SOBOL_POINTS enqueued ones start it
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                multivariate=True,
+                group=conditional,
+                n_startup_trials=1 + SOBOL_POINTS,
                 constant_liar=True,
             )
         if name == "random":
@@ -66,6 +86,10 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     """An Optuna pruner by name; epochs are the resource of halving and Hyperband."""
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "percentile":  # from the first epoch, keep the best third of earlier trials
+        return optuna.pruners.PercentilePruner(
+            PERCENTILE_KEPT, n_startup_trials=2, n_warmup_steps=0
+        )
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if name == "hyperband":
@@ -75,3 +99,43 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     if name == "none":
         return optuna.pruners.NopPruner()
     raise SearchError(f"unknown pruner {name!r}; expected one of {', '.join(PRUNERS)}")
+
+
+def sobol_points(
+    distributions: dict[str, optuna.distributions.BaseDistribution], count: int, seed: int | None
+) -> list[dict[str, object]]:
+    """``count`` configurations spread over the whole space: scrambled Sobol points (seeded),
+    one dimension per parameter (a conditional space's every branch, plus ``architecture``),
+    mapped through each distribution (log ranges on the log scale, steps rounded, a category
+    by its share of [0, 1)). Parameters a point's architecture does not use go unused."""
+    import math
+
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from scipy.stats import qmc
+
+    names = sorted(distributions)
+    if not names or count <= 0:
+        return []
+    with warnings.catch_warnings():  # Sobol's balance warning: we take a prefix on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        unit = qmc.Sobol(len(names), scramble=True, seed=seed).random(count)
+    points: list[dict[str, object]] = []
+    for row in unit:
+        point: dict[str, object] = {}
+        for name, u in zip(names, row, strict=True):
+            dist = distributions[name]
+            if isinstance(dist, CategoricalDistribution):
+                point[name] = dist.choices[min(int(u * len(dist.choices)), len(dist.choices) - 1)]
+                continue
+            assert isinstance(dist, (FloatDistribution, IntDistribution))
+            low, high = float(dist.low), float(dist.high)
+            if dist.log:
+                value = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+            else:
+                value = low + u * (high - low)
+            if dist.step is not None:
+                value = low + round((value - low) / dist.step) * dist.step
+            value = round(min(max(value, low), high), 12)
+            point[name] = int(round(value)) if isinstance(dist, IntDistribution) else value
+        points.append(point)
+    return points

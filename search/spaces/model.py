@@ -91,8 +91,8 @@ class SearchSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sampler: Literal["tpe", "random", "gp", "cmaes"] | None = None
-    pruner: Literal["median", "halving", "hyperband", "none"] | None = None
+    sampler: Literal["tpe", "tpe-sobol", "random", "gp", "cmaes"] | None = None
+    pruner: Literal["median", "percentile", "halving", "hyperband", "none"] | None = None
     tuner: Literal["hyperband", "bayesian", "random"] | None = None
 
 
