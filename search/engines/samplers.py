@@ -3,6 +3,7 @@ sampler's optional package is installed."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import optuna
@@ -33,20 +34,12 @@ def make_sampler(name: str, seed: int | None, conditional: bool) -> optuna.sampl
     architecture's parameters modelled together); ``gp`` needs PyTorch (the ``gp`` extra)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if name == "tpe":
+        if name in ("tpe", "tpe-sobol"):  # tpe-sobol: the book trial and the Sobol points start it
             return optuna.samplers.TPESampler(
                 seed=seed,
                 multivariate=True,
                 group=conditional,
-                n_startup_trials=STARTUP_TRIALS,
-                constant_liar=True,
-            )
-        if name == "tpe-sobol":  # the book trial and SOBOL_POINTS enqueued ones start it
-            return optuna.samplers.TPESampler(
-                seed=seed,
-                multivariate=True,
-                group=conditional,
-                n_startup_trials=1 + SOBOL_POINTS,
+                n_startup_trials=STARTUP_TRIALS if name == "tpe" else 1 + SOBOL_POINTS,
                 constant_liar=True,
             )
         if name == "random":
@@ -108,8 +101,6 @@ def sobol_points(
     one dimension per parameter (a conditional space's every branch, plus ``architecture``),
     mapped through each distribution (log ranges on the log scale, steps rounded, a category
     by its share of [0, 1)). Parameters a point's architecture does not use go unused."""
-    import math
-
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
     from scipy.stats import qmc
 

@@ -235,10 +235,9 @@ class TrialRunner:
             )
             handle.set_attrs(describe_steps(report))
         self._log_artifacts(run_id, model, monitor.history, baseline, linear.val_mae)
-        if not monitor.timed_out:  # the budget is spent: no val prediction just for a figure
-            self._log_forecast(run_id, model, val, config.quantiles)
-        if monitor.timed_out:
+        if monitor.timed_out:  # the budget is spent: no val prediction just for a figure
             raise self.timed_out(handle, run_id, len(monitor.history))
+        self._log_forecast(run_id, model, val, config.quantiles)
         if monitor.pruned:
             raise TrialPruned(f"pruned at epoch {len(monitor.history)}")
         return best
