@@ -104,8 +104,13 @@ def test_a_new_study_starts_with_the_book_trial_then_sobol_points(
 
 @pytest.mark.slow
 def test_a_study_made_with_the_old_default_keeps_it_on_resume(
-    tmp_path: Path, made: dict[str, list[str]]
+    tmp_path: Path, made: dict[str, list[str]], monkeypatch
 ) -> None:
+    import search.study
+
+    # a default other than the old one, as when the pick becomes the default
+    monkeypatch.setattr(search.study, "DEFAULT_SAMPLER", CHOSEN[0])
+    monkeypatch.setattr(search.study, "DEFAULT_PRUNER", CHOSEN[1])
     run_study(_request(tmp_path, "old", trials=1, sampler="tpe", pruner="median"))
     # a record written before studies remembered their sampler and pruner: no names in it
     storage = open_storage(resolve_storage_url(f"sqlite:///{tmp_path / 'o.db'}"))
@@ -115,10 +120,10 @@ def test_a_study_made_with_the_old_default_keeps_it_on_resume(
     outcome = run_study(_request(tmp_path, "old", trials=1))
     assert (made["sampler"][-1], made["pruner"][-1]) == ("tpe", "median")
     assert len(outcome.trials) == 2
-    # a new study with no flags gets today's default, and remembers it
-    new = run_study(_request(tmp_path, "new", trials=1))
-    assert (made["sampler"][-1], made["pruner"][-1]) == DEFAULT
-    assert (new.record.sampler, new.record.pruner) == DEFAULT
+    # a new study with no flags gets the default, and remembers it
+    new = run_study(_request(tmp_path, "new", trials=SOBOL_POINTS + 1))
+    assert (made["sampler"][-1], made["pruner"][-1]) == CHOSEN
+    assert (new.record.sampler, new.record.pruner) == CHOSEN
 
 
 def test_a_space_file_names_the_same_samplers_and_pruners_as_the_flags() -> None:
