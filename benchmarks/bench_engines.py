@@ -2,8 +2,8 @@
 wall-clock budget.
 
 Engines (each a real `search run` with `--timeout BUDGET`):
-  a. default          `search run` with no search flags (today TPE + median; the pick,
-                      `tpe-sobol` + `percentile`, runs as a --candidate until it is the default)
+  a. default          `search run` with no search flags: `tpe-sobol` + `percentile`, the pick
+                      of this benchmark's first run (measured then as a --candidate)
   b. kt-hyperband     keras-tuner Hyperband (max_epochs = the run's --epochs)
   c. tpe-median       the default before this benchmark chose (multivariate TPE, 5 start-up
                       trials, median pruner): `--sampler tpe --pruner median`

@@ -37,15 +37,14 @@ def signal_name(signum: int) -> str:
 def _handle(signum: int, _frame: FrameType | None) -> None:
     _signal.append(signum)
     _requested.set()
-    if _first:
-        _first[0](signum)
     if _second:  # a second signal: the caller's immediate stop
         signal.signal(signal.SIGINT, _stop_now)
         signal.signal(signal.SIGTERM, _stop_now)
-        return
-    # else the default action (SIGINT raises KeyboardInterrupt, SIGTERM ends us)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    else:  # the default action (SIGINT raises KeyboardInterrupt, SIGTERM ends us)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _first:  # acknowledged once the second signal's action is in place
+        _first[0](signum)
 
 
 def _stop_now(signum: int, _frame: FrameType | None) -> None:

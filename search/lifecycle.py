@@ -19,6 +19,7 @@ from search.tracking import Tracker, open_tracker, redact
 from search.tracking.spool import SPOOL_PREFIX
 
 if TYPE_CHECKING:
+    from search.data.dataset import Dataset
     from search.planning import StudyPlan
     from search.spaces import Space
 
@@ -34,7 +35,7 @@ def join_or_start(
     engine: Engine,
     tracker: Tracker,
     space: Space,
-    dataset: Any,
+    dataset: Dataset,
     record: StudyRecord,
     references: dict[str, Any],
     say: Callable[[str], None],
@@ -70,7 +71,7 @@ def start(
     engine: Engine,
     tracker: Tracker,
     space: Space,
-    dataset: Any,
+    dataset: Dataset,
     record: StudyRecord,
     plan: StudyPlan,
     experiment_id: str,
@@ -111,8 +112,6 @@ def start(
     # Enqueue before publishing the parent run: joining workers wait for it, so the book
     # configuration is always trial 0.
     engine.enqueue(space.book_params(), {"book_config": True})
-    for params in engine.start_points(record.seed):  # a sampler's spread-out start, if any
-        engine.enqueue(params, {"search.start_point": "sobol"})
     engine.set_study_attrs({"mlflow_parent_run_id": parent})
 
 

@@ -13,10 +13,16 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search.data.splits import DEFAULT_SPLIT
 from search.errors import SearchError
+
+if TYPE_CHECKING:  # types only: the record is read before anything heavy is imported
+    from search.data.dataset import Dataset
+    from search.data.prepare import Prepared
+    from search.spaces import Space
+    from search.tracking.base import Tracker
 
 __all__ = [
     "DEFAULT_DATA",
@@ -128,7 +134,7 @@ class StudyRecord:
         return attrs
 
 
-def load_study_space(record: StudyRecord, tracker: Any = None) -> Any:
+def load_study_space(record: StudyRecord, tracker: Tracker | None = None) -> Space:
     """The space a study was started with: its snapshot in the record; for a study made before
     snapshots, the copy its parent run logged (``space/<file>``) when a tracker is given; else
     the space of that name or path today."""
@@ -150,7 +156,7 @@ def load_study_space(record: StudyRecord, tracker: Any = None) -> Any:
     return space_from_text(text, Path(record.space) if "/" in record.space else None)
 
 
-def load_study_data(record: StudyRecord, space: Any) -> tuple[Any, Any]:
+def load_study_data(record: StudyRecord, space: Space) -> tuple[Dataset, Prepared]:
     """The study's dataset and prepared series, rebuilt from its record and space (the same
     code for the study, its evaluation and predictions)."""
     from search.data.prepare import load_prepared

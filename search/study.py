@@ -21,8 +21,9 @@ Nothing here prints: progress goes to ``request.progress`` (the CLI passes one t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from search.engines import Engine, SearchOptions, TrialSummary
 from search.engines.base import (
@@ -44,6 +45,7 @@ from search.workers import checkpoint_root
 
 if TYPE_CHECKING:
     from search.spaces import Space
+    from search.training.trial import TrialRunner
 
 __all__ = [
     "SpoolState",
@@ -167,10 +169,10 @@ def _configure(
 def _optimize(
     engine: Engine,
     tracker: SpooledTracker,
-    runner: Any,
+    runner: TrialRunner,
     request: StudyRequest,
     unit: str,
-    say: Any,
+    say: Callable[[str], None],
 ) -> tuple[bool, SpoolState | None]:
     """``engine.optimize`` with the runner, stopping after ``max_consecutive_failures`` failed
     trials in a row; then the summary and the spool's sync, whatever happened. Returns whether

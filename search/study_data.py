@@ -12,6 +12,8 @@ from search.errors import DataError
 from search.record import StudyRecord, load_study_data
 
 if TYPE_CHECKING:
+    from search.data.dataset import Dataset
+    from search.data.prepare import Prepared
     from search.spaces import Space
 
 __all__ = ["load_and_check"]
@@ -19,7 +21,7 @@ __all__ = ["load_and_check"]
 
 def load_and_check(
     record: StudyRecord, space: Space, new: bool, say: Callable[[str], None]
-) -> tuple[Any, Any, LinearCache, dict[str, Any]]:
+) -> tuple[Dataset, Prepared, LinearCache, dict[str, Any]]:
     """The study's dataset and prepared series, the linear-model cache the trials share and the
     references. A window the data cannot hold refuses a ``new`` study; an older one goes on."""
     say(f"loading data {record.data} ...")
@@ -41,7 +43,7 @@ def load_and_check(
     return dataset, prepared, linear, references
 
 
-def book_references(space: Space, prepared: Any, cache: LinearCache) -> dict[str, Any]:
+def book_references(space: Space, prepared: Prepared, cache: LinearCache) -> dict[str, Any]:
     """Both references on the book configuration's val windows, and the split report."""
     from search.data.references import baseline_mae
     from search.data.split_report import split_report
@@ -57,7 +59,7 @@ def book_references(space: Space, prepared: Any, cache: LinearCache) -> dict[str
     }
 
 
-def widest_window_problem(space: Space, prepared: Any) -> str | None:
+def widest_window_problem(space: Space, prepared: Prepared) -> str | None:
     """Why some split holds no window of the longest lookback the space can sample (a trial
     left unscorable, or a best model that cannot be evaluated on the test split), or None."""
     from search.data.geometry import WindowSpec

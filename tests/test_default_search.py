@@ -21,11 +21,10 @@ from search.study import run_study
 from tests.cli_helpers import quick_request
 
 CHOSEN = ("tpe-sobol", "percentile")  # the benchmark's winner (README, "Search engines")
-DEFAULT = ("tpe", "median")  # still the default: see search/engines/base.py
 
 
-def test_the_default_search_is_the_documented_one() -> None:
-    assert (DEFAULT_SAMPLER, DEFAULT_PRUNER) == DEFAULT
+def test_the_default_search_is_the_one_the_benchmark_chose() -> None:
+    assert (DEFAULT_SAMPLER, DEFAULT_PRUNER) == CHOSEN
 
 
 def test_sobol_points_spread_over_the_whole_space_and_are_seeded() -> None:
@@ -72,9 +71,9 @@ def made(monkeypatch) -> dict[str, list[str]]:
     names: dict[str, list[str]] = {"sampler": [], "pruner": []}
     real_sampler, real_pruner = optuna_engine.make_sampler, optuna_engine.make_pruner
 
-    def sampler(name, seed, conditional):
+    def sampler(name, seed, conditional, start_points=()):
         names["sampler"].append(name)
-        return real_sampler(name, seed, conditional)
+        return real_sampler(name, seed, conditional, start_points)
 
     def pruner(name, max_epochs):
         names["pruner"].append(name)
@@ -89,28 +88,29 @@ def made(monkeypatch) -> dict[str, list[str]]:
 def test_a_new_study_starts_with_the_book_trial_then_sobol_points(
     tmp_path: Path, made: dict[str, list[str]]
 ) -> None:
-    outcome = run_study(_request(tmp_path, "fresh", trials=SOBOL_POINTS + 1, sampler="tpe-sobol"))
-    assert outcome.record.sampler == "tpe-sobol"
-    assert made["sampler"] == ["tpe-sobol"]
+    # a first run of 2 trials takes one point and leaves none waiting; the resume takes the
+    # other two, in order, then TPE samples
+    first = run_study(_request(tmp_path, "fresh", trials=2, sampler="tpe-sobol"))
+    assert first.record.sampler == "tpe-sobol"
+    assert [t.state for t in first.trials if t.state not in ("COMPLETE", "PRUNED")] == []
+    outcome = run_study(_request(tmp_path, "fresh", trials=SOBOL_POINTS))
+    assert set(made["sampler"]) == {"tpe-sobol"}
     trials = sorted(outcome.trials, key=lambda t: t.number)
+    assert len(trials) == SOBOL_POINTS + 2
     assert trials[0].is_book
     space = load_space("quick")
     expected = sobol_points(distributions(space), SOBOL_POINTS, seed=7)
-    for trial, point in zip(trials[1:], expected, strict=True):
+    for trial, point in zip(trials[1 : SOBOL_POINTS + 1], expected, strict=True):
         assert trial.attrs.get("search.start_point") == "sobol"
         assert trial.params == {k: point[k] for k in trial.params}
+    assert "search.start_point" not in trials[-1].attrs
     assert {t.state for t in trials} <= {"COMPLETE", "PRUNED"}
 
 
 @pytest.mark.slow
 def test_a_study_made_with_the_old_default_keeps_it_on_resume(
-    tmp_path: Path, made: dict[str, list[str]], monkeypatch
+    tmp_path: Path, made: dict[str, list[str]]
 ) -> None:
-    import search.study
-
-    # a default other than the old one, as when the pick becomes the default
-    monkeypatch.setattr(search.study, "DEFAULT_SAMPLER", CHOSEN[0])
-    monkeypatch.setattr(search.study, "DEFAULT_PRUNER", CHOSEN[1])
     run_study(_request(tmp_path, "old", trials=1, sampler="tpe", pruner="median"))
     # a record written before studies remembered their sampler and pruner: no names in it
     storage = open_storage(resolve_storage_url(f"sqlite:///{tmp_path / 'o.db'}"))
@@ -120,10 +120,13 @@ def test_a_study_made_with_the_old_default_keeps_it_on_resume(
     outcome = run_study(_request(tmp_path, "old", trials=1))
     assert (made["sampler"][-1], made["pruner"][-1]) == ("tpe", "median")
     assert len(outcome.trials) == 2
-    # a new study with no flags gets the default, and remembers it
-    new = run_study(_request(tmp_path, "new", trials=SOBOL_POINTS + 1))
+    # a new study with no flags gets the default, and remembers it; a run of 2 trials enqueues
+    # one Sobol point, not three, so nothing is left WAITING
+    new = run_study(_request(tmp_path, "new", trials=2))
     assert (made["sampler"][-1], made["pruner"][-1]) == CHOSEN
     assert (new.record.sampler, new.record.pruner) == CHOSEN
+    assert [t.attrs.get("search.start_point") for t in new.trials] == [None, "sobol"]
+    assert {t.state for t in new.trials} <= {"COMPLETE", "PRUNED"}
 
 
 def test_a_space_file_names_the_same_samplers_and_pruners_as_the_flags() -> None:

@@ -20,12 +20,17 @@ from search.workers import checkpoint_root, worker_attrs, worker_is_gone
 from tests.cli_helpers import Lines, cli_env, run_cli, run_cli_here, search_command, wait_until
 
 ROWS = "9000"
+LONG_EPOCH = {"space": "lstm", "rows": "20000"}  # an epoch that outlasts a signal's round trip
 EPOCHS = "4"  # the resumed trial needs epochs after the stop (at 2); more only cost time
 
 
-def _args(workdir: Path, study: str, trials: str) -> list[str]:
+def _args(
+    workdir: Path, study: str, trials: str, rows: str = ROWS, space: str = "quick"
+) -> list[str]:
     return [
         "run",
+        "--space",
+        space,
         "--study",
         study,
         "--trials",
@@ -33,7 +38,7 @@ def _args(workdir: Path, study: str, trials: str) -> list[str]:
         "--epochs",
         EPOCHS,
         "--max-rows",
-        ROWS,
+        rows,
         "--storage",
         f"sqlite:///{workdir / 'studies.db'}",
         "--tracking-uri",
@@ -41,11 +46,13 @@ def _args(workdir: Path, study: str, trials: str) -> list[str]:
     ]
 
 
-def _start_and_stop(workdir: Path, study: str, sig: int, epoch: int) -> Lines:
+def _start_and_stop(
+    workdir: Path, study: str, sig: int, epoch: int, rows: str = ROWS, space: str = "quick"
+) -> Lines:
     """Start a worker, wait until trial 0's checkpoint holds ``epoch`` finished epochs, signal
     it. The epoch's line is printed before its checkpoint is saved: wait for the file."""
     worker = subprocess.Popen(
-        search_command(*_args(workdir, study, "3")),
+        search_command(*_args(workdir, study, "3", rows, space)),
         cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -250,8 +257,10 @@ def test_a_second_sigint_stops_at_once(tmp_path: Path) -> None:
     """Ctrl-C twice: the first asks the trial to stop after its epoch, the second stops the
     process at once (the plain KeyboardInterrupt path, not the polite stop), still exit 130,
     one line, no traceback."""
-    worker = _start_and_stop(tmp_path, "twice", signal.SIGINT, epoch=1)
-    time.sleep(0.05)  # well inside the epoch the first signal lets finish
+    worker = _start_and_stop(tmp_path, "twice", signal.SIGINT, epoch=1, **LONG_EPOCH)
+    # the first signal is acknowledged at once (not after the epoch), on stdout: only then is
+    # the second one a second one (two signals before the handler runs would count as one)
+    worker.wait_for("SIGINT: stopping after this epoch", timeout=30)
     worker.proc.send_signal(signal.SIGINT)
     second = time.monotonic()
     worker.rest(timeout=120)
@@ -260,6 +269,6 @@ def test_a_second_sigint_stops_at_once(tmp_path: Path) -> None:
     assert worker.proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     lines = [line for line in stderr.splitlines() if line.startswith("search ")]
-    assert len(lines) == 1 and "search run: interrupted;" in lines[0], stderr
+    assert len(lines) == 1 and "search run: interrupted;" in lines[0], (worker.seen, stderr)
     assert "stopped by SIGINT" not in stderr  # not the first signal's stop after the epoch
     assert waited < 60, waited

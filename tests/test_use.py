@@ -202,7 +202,7 @@ def registered(workdir: Path) -> str:
 def raw_rows(workdir: Path) -> tuple[Path, list[list[str]]]:
     """A user CSV of raw rows (the study's time column is ``date``) and `search predict`'s
     forecasts for it, recomputed here from the study by the CLI."""
-    path = _new_file(workdir, 31_000, 800, JENA_FEATURES, time_header="date")
+    path = _new_file(workdir, 31_000, 1400, JENA_FEATURES, time_header="date")  # any lookback
     out = workdir / "forecasts-raw.csv"
     result = run_cli_here("predict", STUDY, "--data", str(path), "--to", str(out), cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr

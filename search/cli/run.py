@@ -129,15 +129,15 @@ def _engine_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--sampler",
         metavar="NAME",
-        help="Optuna sampler for a new study: tpe (default; 5 random start-up trials), "
-        "tpe-sobol (the book trial and 3 scrambled Sobol points, then TPE), random, gp "
+        help="Optuna sampler for a new study: tpe-sobol (default: the book trial and 3 "
+        "scrambled Sobol points, then TPE), tpe (5 random start-up trials), random, gp "
         "(needs the gp extra: PyTorch) or cmaes; or the space file's search: section",
     )
     run.add_argument(
         "--pruner",
         metavar="NAME",
-        help="Optuna pruner for a new study: median (default), percentile (keep the best third "
-        "from the first epoch), halving, hyperband or none",
+        help="Optuna pruner for a new study: percentile (default: keep the best third from "
+        "the first epoch), median, halving, hyperband or none",
     )
     run.add_argument(
         "--tuner",

@@ -43,11 +43,10 @@ PRUNERS = ("median", "percentile", "halving", "hyperband", "none")
 TUNERS = ("hyperband", "bayesian", "random")
 
 
-DEFAULT_SAMPLER = "tpe"
-DEFAULT_PRUNER = "median"
-"""Not yet the benchmark's pick (``tpe-sobol`` + ``percentile``, README "Which engine finds a
-good forecaster sooner"): its 3 enqueued start points show as WAITING trials in a study shorter
-than 4 trials, which the suite was not yet run against."""
+DEFAULT_SAMPLER = "tpe-sobol"
+DEFAULT_PRUNER = "percentile"
+"""The benchmark's pick (``benchmarks/bench_engines.py``, README "Search engines"): the book
+trial and 3 scrambled Sobol points, then TPE, with the best third kept from the first epoch."""
 LEGACY_SAMPLER = "tpe"
 LEGACY_PRUNER = "median"
 """What a study recorded without a sampler or pruner name (made before studies remembered
@@ -235,11 +234,6 @@ class Engine(ABC):
         """The COMPLETE trial with the lowest value, or None."""
         done = [t for t in self.trials() if t.state == "COMPLETE" and t.value is not None]
         return min(done, key=lambda t: (t.value, t.number)) if done else None
-
-    def start_points(self, seed: int | None) -> list[dict[str, Any]]:
-        """Configurations a new study runs after the book trial, before its sampler models
-        anything (the sampler's own spread-out start); none by default."""
-        return []
 
     def fail_dead(self, is_dead: Callable[[TrialSummary], bool], reason: str) -> list[TrialSummary]:
         """Mark FAIL (with ``reason``) the RUNNING trials whose worker is provably gone; returns

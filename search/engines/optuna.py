@@ -188,18 +188,19 @@ class OptunaEngine(Engine):
     def _pruner(self) -> optuna.pruners.BasePruner:
         return make_pruner(self.options.pruner, self.options.max_epochs)
 
-    def _sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
-        return make_sampler(self.options.sampler, seed, self.options.conditional)
+    def _sampler(self, seed: int | None, study_seed: int | None) -> optuna.samplers.BaseSampler:
+        """The sampler, seeded with ``seed``; ``tpe-sobol``'s start points come from the
+        study's own seed, the same in every worker and every resume."""
+        points = (
+            sobol_points(distributions(self.space), SOBOL_POINTS, study_seed)
+            if self.options.sampler == "tpe-sobol" and self.space is not None
+            else []
+        )
+        return make_sampler(self.options.sampler, seed, self.options.conditional, points)
 
     def stop(self) -> None:
         if self._study is not None:
             self._study.stop()
-
-    def start_points(self, seed: int | None) -> list[dict[str, Any]]:
-        """``tpe-sobol``: :data:`SOBOL_POINTS` scrambled Sobol points over the bound space."""
-        if self.options.sampler != "tpe-sobol" or self.space is None:
-            return []
-        return sobol_points(distributions(self.space), SOBOL_POINTS, seed)
 
     def open(
         self, study: str, seed: int | None, create: bool = True, join_seed: int | None = None
@@ -210,7 +211,7 @@ class OptunaEngine(Engine):
                     storage=self.storage,
                     study_name=study,
                     direction="minimize",
-                    sampler=self._sampler(seed),
+                    sampler=self._sampler(seed, seed),
                     pruner=self._pruner(),
                 )
                 return True
@@ -227,7 +228,7 @@ class OptunaEngine(Engine):
         self._study = optuna.load_study(
             study_name=study,
             storage=self.storage,
-            sampler=self._sampler(join_seed),
+            sampler=self._sampler(join_seed, seed),
             pruner=self._pruner(),
         )
         return False

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 from search.engines.base import PRUNERS, SAMPLERS
 from search.errors import SearchError
 
 __all__ = [
     "SOBOL_POINTS",
+    "START_POINT_ATTR",
     "STARTUP_TRIALS",
+    "StartPointSampler",
     "check_sampler_installed",
     "make_pruner",
     "make_sampler",
@@ -24,24 +30,33 @@ STARTUP_TRIALS = 5
 """Random trials before TPE models the results (the book trial counts as one)."""
 SOBOL_POINTS = 3
 """``tpe-sobol``: spread-out configurations run after the book trial, before TPE models."""
+START_POINT_ATTR = "search.start_point"
+"""The user attribute of a trial that ran a start point (its value: ``sobol``)."""
 PERCENTILE_KEPT = 100 / 3
 """``percentile``: the share of trials kept at every epoch (the best third, as Hyperband's
 reduction factor 3 keeps)."""
 
 
-def make_sampler(name: str, seed: int | None, conditional: bool) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    name: str,
+    seed: int | None,
+    conditional: bool,
+    start_points: Sequence[dict[str, Any]] = (),
+) -> optuna.samplers.BaseSampler:
     """An Optuna sampler by name. TPE is multivariate, and grouped for conditional spaces (each
-    architecture's parameters modelled together); ``gp`` needs PyTorch (the ``gp`` extra)."""
+    architecture's parameters modelled together); ``tpe-sobol`` hands out ``start_points``
+    first (:class:`StartPointSampler`); ``gp`` needs PyTorch (the ``gp`` extra)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name in ("tpe", "tpe-sobol"):  # tpe-sobol: the book trial and the Sobol points start it
-            return optuna.samplers.TPESampler(
+            tpe = optuna.samplers.TPESampler(
                 seed=seed,
                 multivariate=True,
                 group=conditional,
                 n_startup_trials=STARTUP_TRIALS if name == "tpe" else 1 + SOBOL_POINTS,
                 constant_liar=True,
             )
+            return StartPointSampler(tpe, start_points) if name == "tpe-sobol" else tpe
         if name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if name == "gp":
@@ -58,6 +73,67 @@ def make_sampler(name: str, seed: int | None, conditional: bool) -> optuna.sampl
                 warn_independent_sampling=False,
             )
     raise SearchError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
+
+
+class StartPointSampler(optuna.samplers.BaseSampler):
+    """``base``, after fixed start points: each trial the study does not fix (not the book
+    trial, not a re-queued one) takes the first point no earlier trial of the study took, tagged
+    ``search.start_point=sobol``; once all are taken, ``base`` samples. A point is taken when
+    its trial begins (as Optuna's GridSampler assigns its grid), so a study that stops early
+    leaves no point waiting, and a resumed one goes on with the next."""
+
+    def __init__(self, base: optuna.samplers.BaseSampler, points: Sequence[dict[str, Any]]):
+        self._base = base
+        self._points = list(points)
+        self._running: dict[int, dict[str, Any]] = {}  # trial id -> its point, in this process
+
+    def reseed_rng(self) -> None:
+        self._base.reseed_rng()
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._base.before_trial(study, trial)
+        if not self._points or "fixed_params" in trial.system_attrs:
+            return
+        taken = sum(1 for t in study.get_trials(deepcopy=False) if START_POINT_ATTR in t.user_attrs)
+        if taken < len(self._points):
+            study._storage.set_trial_user_attr(trial._trial_id, START_POINT_ATTR, "sobol")
+            self._running[trial._trial_id] = self._points[taken]
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        if trial._trial_id in self._running:
+            return {}  # every parameter of a start point comes from sample_independent
+        return self._base.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if trial._trial_id in self._running:
+            return {}
+        return self._base.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        point = self._running.get(trial._trial_id)
+        if point is not None and param_name in point:
+            return point[param_name]
+        return self._base.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._running.pop(trial._trial_id, None)
+        self._base.after_trial(study, trial, state, values)
 
 
 def check_sampler_installed(name: str) -> None:
