@@ -86,18 +86,21 @@ class StartPointSampler(optuna.samplers.BaseSampler):
         self._base = base
         self._points = list(points)
         self._running: dict[int, dict[str, Any]] = {}  # trial id -> its point, in this process
+        self._all_taken = not self._points
 
     def reseed_rng(self) -> None:
         self._base.reseed_rng()
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._base.before_trial(study, trial)
-        if not self._points or "fixed_params" in trial.system_attrs:
+        if self._all_taken or "fixed_params" in trial.system_attrs:
             return
         taken = sum(1 for t in study.get_trials(deepcopy=False) if START_POINT_ATTR in t.user_attrs)
         if taken < len(self._points):
             study._storage.set_trial_user_attr(trial._trial_id, START_POINT_ATTR, "sobol")
             self._running[trial._trial_id] = self._points[taken]
+        else:  # taken points stay taken: no more scans of the study's trials
+            self._all_taken = True
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
