@@ -44,7 +44,8 @@ Three steps, two machines. Every figure is printed as it is measured and written
    benchmarks/results/gpu/merge.json (and folds --node-json's figures into it).
 
 On CPU (what tests/test_bench_gpu.py runs, tiny): `--node --backend jax --resume-trials 1
---jobs-list 1 --jobs-trials 1 --epochs 1 --rows 6000`.
+--resume-jobs 1 --resume-seed 1 --jobs-list 1 --jobs-trials 1 --epochs 1 --rows 12500` (the seed
+fixes the resumed trial's draw to a small one).
 """
 
 from __future__ import annotations
@@ -306,6 +307,8 @@ def stage_resume(args: argparse.Namespace, work: Path, out: Path, log: Path) -> 
         "--jobs", str(args.resume_jobs), "--timeout", f"{0.6 * args.budget:.0f}",
         "--storage", storage, "--tracking-uri", tracking,
     ]  # fmt: skip
+    if args.resume_seed is not None:  # else each worker samples on its own random stream
+        run_args += ["--seed", str(args.resume_seed)]
     ran = cli(run_args, folder, args.budget, args.backend, log=log)
     if ran["returncode"] != 0:
         result["run_output_tail"] = _tail(ran["output"])
@@ -674,6 +677,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, help="--max-rows (prepare 12500; node: all rows)")
     parser.add_argument("--resume-trials", type=int, default=4, help="stage 1 trials (default 4)")
     parser.add_argument("--resume-jobs", type=int, default=2, help="stage 1 --jobs (default 2)")
+    parser.add_argument(
+        "--resume-seed",
+        type=int,
+        help="stage 1 --seed: the resumed trials' draws, fixed (default: unseeded, as a user)",
+    )
     parser.add_argument("--jobs-trials", type=int, default=8, help="stage 2 trials (default 8)")
     parser.add_argument(
         "--jobs-list",

@@ -80,3 +80,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
                 f"SEARCH_REQUIRE_SERVICES names {service}, but this test skipped: {reason}"
             )
     return None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The xdist controller stops the PostgreSQL cluster and `mlflow server` its workers shared
+    (tests/servers.py): their state files lie in its basetemp, the parent of the workers'."""
+    if hasattr(config, "workerinput"):
+        return
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is None or factory._basetemp is None:
+        return
+    from tests.servers import stop_shared_servers
+
+    stop_shared_servers(factory.getbasetemp())

@@ -10,7 +10,8 @@ The same topology as `docker-compose.yml`, started natively on 127.0.0.1 without
   artifacts (`--serve-artifacts --artifacts-destination DIR`), and waits for `/health`.
 
 Both are plain functions returning handles with a `stop()` method, so `benchmarks/` can reuse
-them; the pytest fixtures `postgres_server` and `mlflow_server` wrap them (session scope).
+them; the pytest fixtures `postgres_server` and `mlflow_server` wrap them (one of each per run,
+shared by pytest-xdist's workers).
 Binaries are found on PATH, then in `/usr/lib/postgresql/*/bin` (Debian's layout), or in the
 folder named by `SEARCH_PG_BIN`.
 """
@@ -285,9 +286,10 @@ def start_postgres(
 
 @dataclass
 class MlflowServer:
-    """A running `mlflow server` process."""
+    """A running `mlflow server` process (``process`` is None where another xdist worker
+    started it: then the controller stops it)."""
 
-    process: subprocess.Popen
+    process: subprocess.Popen | None
     port: int
     backend_store_uri: str
     artifacts_dir: Path
@@ -300,7 +302,7 @@ class MlflowServer:
 
     def stop(self) -> None:
         """Terminate the server and its worker processes."""
-        if self.process.poll() is not None:
+        if self.process is None or self.process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -378,30 +380,142 @@ def start_mlflow_server(
 # pytest fixtures
 
 
+# Under pytest-xdist the workers share one cluster and one `mlflow server` per run: the first
+# worker that needs one starts it under a file lock in the run's shared temp folder (the parent
+# of each worker's basetemp) and writes how to reach it to a JSON there; the others read it.
+# The controller stops them when the run ends (`stop_shared_servers`, from tests/conftest.py).
+# Without xdist the session fixture starts and stops its own, as before.
+SHARED = ("mlflow_server", "postgres_server")  # stopped in this order
+
+
+def _shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return None
+    return tmp_path_factory.getbasetemp().parent
+
+
+@contextlib.contextmanager
+def _locked(folder: Path, name: str) -> Iterator[Path]:
+    """The state file ``folder/name.json``, held under an exclusive lock of ``name.lock``."""
+    import fcntl
+
+    with open(folder / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield folder / f"{name}.json"
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _postgres_state(server: PostgresServer) -> dict:
+    run_as = server._run_as.pw_name if server._run_as else None
+    return {"bin_dir": str(server.bin_dir), "root": str(server.root), "port": server.port,
+            "run_as": run_as, "options": server.options}  # fmt: skip
+
+
+def _postgres_from(state: dict) -> PostgresServer:
+    run_as = pwd.getpwnam(state["run_as"]) if state["run_as"] else None
+    return PostgresServer(
+        bin_dir=Path(state["bin_dir"]), root=Path(state["root"]), port=state["port"],
+        _run_as=run_as, options=state["options"],
+    )  # fmt: skip
+
+
+def _stop_pid_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def stop_shared_servers(folder: Path) -> list[str]:
+    """Stop the servers the xdist workers shared (their state files in ``folder``); the names
+    of those stopped."""
+    import json
+
+    stopped = []
+    for name in SHARED:
+        state_file = folder / f"{name}.json"
+        if not state_file.is_file():
+            continue
+        state = json.loads(state_file.read_text())
+        if name == "postgres_server":
+            _postgres_from(state).stop()
+        else:
+            _stop_pid_group(state["pid"])
+        state_file.unlink()
+        stopped.append(name)
+    return stopped
+
+
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL cluster with databases `optuna` and `mlflow` (session-wide)."""
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster with databases `optuna` and `mlflow` (one per run, shared
+    by the xdist workers). Tests create their own databases in it (`create_database`)."""
+    import json
+
+    folder = _shared_dir(tmp_path_factory)
     try:
-        server = start_postgres()
+        if folder is None:
+            server = start_postgres()
+        else:
+            with _locked(folder, "postgres_server") as state_file:
+                if state_file.is_file():
+                    server = _postgres_from(json.loads(state_file.read_text()))
+                else:
+                    server = start_postgres()
+                    state_file.write_text(json.dumps(_postgres_state(server)))
     except FileNotFoundError as error:
         pytest.skip(str(error))
     try:
         yield server
     finally:
-        server.stop()
+        if folder is None:
+            server.stop()
 
 
 @pytest.fixture(scope="session")
 def mlflow_server_process(
-    postgres_server: PostgresServer, tmp_path_factory
+    postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlflowServer]:
-    """A real `mlflow server` backed by PostgreSQL database `mlflow`, serving artifacts."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    server = start_mlflow_server(postgres_server.url(MLFLOW_DATABASE), root / "artifacts")
-    try:
-        yield server
-    finally:
-        server.stop()
+    """A real `mlflow server` backed by PostgreSQL database `mlflow`, serving artifacts (one per
+    run, shared by the xdist workers; only the process that started it holds its Popen)."""
+    import json
+
+    folder = _shared_dir(tmp_path_factory)
+    if folder is None:
+        root = tmp_path_factory.mktemp("mlflow-server")
+        server = start_mlflow_server(postgres_server.url(MLFLOW_DATABASE), root / "artifacts")
+        try:
+            yield server
+        finally:
+            server.stop()
+        return
+    with _locked(folder, "mlflow_server") as state_file:
+        if state_file.is_file():
+            state = json.loads(state_file.read_text())
+            wait_for_http(f"http://127.0.0.1:{state['port']}/health", timeout=60)
+            server = MlflowServer(
+                process=None,
+                port=state["port"], backend_store_uri=state["backend_store_uri"],
+                artifacts_dir=Path(state["artifacts_dir"]), log_file=Path(state["log_file"]),
+            )  # fmt: skip
+        else:
+            root = folder / "mlflow-server"
+            root.mkdir(exist_ok=True)
+            server = start_mlflow_server(postgres_server.url(MLFLOW_DATABASE), root / "artifacts")
+            state = {"pid": server.process.pid, "port": server.port,
+                     "backend_store_uri": server.backend_store_uri,
+                     "artifacts_dir": str(server.artifacts_dir), "log_file": str(server.log_file)}  # fmt: skip
+            state_file.write_text(json.dumps(state))
+    yield server  # stopped by the controller at the end of the run
 
 
 @pytest.fixture(scope="session")

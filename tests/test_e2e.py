@@ -173,7 +173,7 @@ def test_optuna_records_link_to_mlflow(first_run, workdir: Path) -> None:
 
 
 def test_second_run_continues_the_study(first_run, workdir: Path) -> None:
-    result = run_cli("run", "--study", STUDY, "--trials", "1", "--epochs", "1", cwd=workdir)
+    result = run_cli_here("run", "--study", STUDY, "--trials", "1", "--epochs", "1", cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "continuing study" in result.stdout
     study = _study(workdir)

@@ -99,7 +99,7 @@ def test_the_ensemble_of_a_cross_validated_study_is_chosen_logged_and_tested(
 ) -> None:
     storage = ["--storage", f"sqlite:///{tmp_path / 'studies.db'}"]
     result = run_cli_here(
-        *_args(tmp_path, "ens", "--folds", "3", "--trials", "2", "--epochs", "2", "--seed", "3"),
+        *_args(tmp_path, "ens", "--folds", "3", "--trials", "2", "--epochs", "1", "--seed", "3"),
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -26,7 +26,7 @@ from search.data.sources import JENA_FEATURES
 from search.data.splits import parse_split, window_starts
 from search.storage import open_storage, resolve_storage_url
 from search.workers import checkpoint_root
-from tests.cli_helpers import cli_env, run_cli, run_cli_here, search_command
+from tests.cli_helpers import cli_env, run_cli_here, search_command
 from tests.test_use import _new_file
 
 ROWS = 9000
@@ -310,7 +310,7 @@ def test_a_cross_validated_study_records_prints_and_evaluates_an_honest_estimate
     windows = np.arange(len(values))[:, None] + offsets[None, :].astype(int)
     np.testing.assert_allclose(values, model.predict(raw[windows], verbose=0)[:, 0], atol=2e-3)
 
-    refused = run_cli(*_args(tmp_path, "cv", "--folds", "2", "--trials", "1"), cwd=tmp_path)
+    refused = run_cli_here(*_args(tmp_path, "cv", "--folds", "2", "--trials", "1"), cwd=tmp_path)
     assert refused.returncode == 2 and "was started with --folds 3" in refused.stderr
     assert len(_study(tmp_path, "cv").trials) == 2  # nothing stored
 
@@ -379,7 +379,7 @@ def test_kill_9_mid_trial_resumes_every_fold_at_its_epoch(tmp_path: Path) -> Non
         "fold-2",
     ]
 
-    again = run_cli(*_args(tmp_path, "cvkill", "--trials", "1", "--epochs", "4"), cwd=tmp_path)
+    again = run_cli_here(*_args(tmp_path, "cvkill", "--trials", "1", "--epochs", "4"), cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "trial 1 resumes trial 0 after its epoch" in again.stdout
     study = _study(tmp_path, "cvkill")

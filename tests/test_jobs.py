@@ -70,7 +70,7 @@ def test_a_study_moves_to_another_machine_resumes_on_jax_and_comes_back(tmp_path
     laptop.mkdir()
     node.mkdir()
     here = ("--storage", "sqlite:///studies.db", "--tracking-uri", "sqlite:///mlflow.db")
-    first = run_cli(
+    first = run_cli_here(
         "run", "--study", "moved", "--trials", "2", "--epochs", "1", "--max-rows", ROWS, *here,
         cwd=laptop,
     )  # fmt: skip

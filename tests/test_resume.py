@@ -25,7 +25,12 @@ EPOCHS = "4"  # the resumed trial needs epochs after the stop (at 2); more only 
 
 
 def _args(
-    workdir: Path, study: str, trials: str, rows: str = ROWS, space: str = "quick"
+    workdir: Path,
+    study: str,
+    trials: str,
+    rows: str = ROWS,
+    space: str = "quick",
+    epochs: str = EPOCHS,
 ) -> list[str]:
     return [
         "run",
@@ -36,7 +41,7 @@ def _args(
         "--trials",
         trials,
         "--epochs",
-        EPOCHS,
+        epochs,
         "--max-rows",
         rows,
         "--storage",
@@ -145,7 +150,8 @@ def test_kill_9_then_resume_continues_the_dead_trial_at_its_epoch(tmp_path: Path
         "trial-1",
     ]
 
-    third = run_cli_here(*_args(tmp_path, "killed", "1"), cwd=tmp_path)  # nothing re-queued twice
+    # nothing re-queued twice (one epoch: what the new trial learns is not the point)
+    third = run_cli_here(*_args(tmp_path, "killed", "1", epochs="1"), cwd=tmp_path)
     assert third.returncode == 0, third.stderr
     study = _study(tmp_path, "killed")
     assert len(study.trials) == 3
@@ -240,7 +246,7 @@ def test_a_trial_killed_before_its_worker_is_recorded_is_recognised_dead(tmp_pat
     assert [t.state.name for t in before.trials] == ["RUNNING"]
     assert not any(key.startswith("search.") for key in before.trials[0].user_attrs)
 
-    again = run_cli_here(*_args(tmp_path, "window", "1"), cwd=tmp_path)
+    again = run_cli_here(*_args(tmp_path, "window", "1", epochs="1"), cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "1 trial(s) of a stopped worker marked FAIL" in again.stdout, again.stdout
     assert "RUNNING" not in again.stdout, again.stdout

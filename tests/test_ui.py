@@ -1,11 +1,11 @@
 """What a person sees: the MLflow UI of a real `mlflow server`, in headless Chromium.
 
-A small study is logged to the session's tracking server (through `search run` when the CLI is
-importable, else with the MLflow client in the same shape: an experiment named after the study,
-a parent run, nested `trial-<n>` runs with per-epoch metrics). Then the browser starts at the
+A small study is logged by `search run` to MLflow's local store, and the UI is started with the
+command `search run` prints. The browser opens the link it prints, then starts again at the
 experiments list, opens the study, expands its parent run to show the trial runs, shows their
 metric charts, opens one trial's metric chart, and saves screenshots (into the test's tmp dir, and
-into $SEARCH_SCREENSHOT_DIR when that is set).
+into $SEARCH_SCREENSHOT_DIR when that is set). The logging to a real `mlflow server` is tested
+in tests/test_distributed.py and tests/test_storage_faults.py.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -34,50 +32,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-REPO = Path(__file__).resolve().parent.parent
 TRIALS = 2
 EPOCHS = 2
-
-
-def _log_with_cli(study: str, storage: str, tracking_uri: str, workdir: Path) -> None:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEARCH_STORAGE")
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    command = [
-        sys.executable,
-        "-m",
-        "search",
-        "run",
-        "--space",
-        "quick",
-        "--study",
-        study,
-        "--trials",
-        str(TRIALS),
-        "--epochs",
-        str(EPOCHS),
-        "--max-rows",
-        "9000",
-        "--data",
-        "jena-2020",
-        "--storage",
-        storage,
-        "--tracking-uri",
-        tracking_uri,
-    ]
-    result = subprocess.run(
-        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
-@pytest.fixture()
-def logged_study(postgres_server, mlflow_server, tmp_path) -> str:
-    study = f"ui-study-{uuid.uuid4().hex[:6]}"
-    storage = postgres_server.create_database(f"optuna_ui_{uuid.uuid4().hex[:8]}")
-    _log_with_cli(study, storage, mlflow_server, tmp_path)
-    return study
 
 
 def _save(page, tmp_path: Path, name: str) -> Path:
@@ -89,71 +45,14 @@ def _save(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def test_mlflow_ui_shows_the_study_its_trials_and_a_metric_chart(
-    logged_study, mlflow_server, tmp_path
-):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found (install Debian's `chromium` package)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    expect = sync_api.expect
-    study = logged_study
-
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.set_default_timeout(60_000)
-            expect.set_options(timeout=60_000)
-
-            # The experiments list: the study is there under its own name.
-            page.goto(f"{mlflow_server}/#/experiments")
-            page.get_by_text("Model training", exact=True).click()  # MLflow 3 opens on GenAI
-            study_link = page.get_by_role("link", name=study, exact=True).first
-            expect(study_link).to_be_visible()
-            study_link.click()
-
-            # Its runs: one parent run named after the study; expanded, the trial runs.
-            assistant_close = page.get_by_role("button", name="Close", exact=True)
-            if assistant_close.count():
-                assistant_close.first.click()
-            expect(page.get_by_text("matching runs")).to_be_visible()
-            parent_cell = page.locator(
-                "[role=gridcell]", has=page.get_by_role("link", name=study, exact=True)
-            ).first
-            parent_cell.locator("button").first.click()  # the expander of the nested runs
-            for number in range(TRIALS):
-                expect(page.get_by_role("link", name=f"trial-{number}", exact=True)).to_be_visible()
-
-            # The chart view: every trial's val_mae curve, side by side with the run list.
-            page.locator("label:has(input[name=runs-view-mode][value=CHART])").click()
-            page.get_by_role("searchbox", name="Search metric charts").fill("val_mae")
-            expect(page.get_by_role("heading", name="val_mae", exact=True)).to_be_visible()
-            for number in range(TRIALS):
-                expect(page.get_by_text(f"trial-{number} (val_mae)", exact=True)).to_be_visible()
-            overview = _save(page, tmp_path, "mlflow-ui-study-runs.png")
-
-            # One trial: its page, its metric charts.
-            page.get_by_role("link", name="trial-0", exact=True).first.click()
-            expect(page.get_by_role("heading", name="trial-0")).to_be_visible()
-            page.get_by_role("tab", name="Model metrics").click()
-            page.get_by_role("searchbox", name="Search metric charts").fill("val_mae")
-            expect(page.get_by_role("heading", name="val_mae", exact=True)).to_be_visible()
-            expect(page.get_by_text("trial-0 (val_mae)", exact=True)).to_be_visible()
-            chart = page.locator("svg").filter(has=page.locator("text", has_text="Step"))
-            expect(chart.first).to_be_visible()
-            trial = _save(page, tmp_path, "mlflow-ui-trial-metrics.png")
-        finally:
-            browser.close()
-
-    for shot in (overview, trial):
-        assert shot.stat().st_size > 10_000  # a real rendering, not a blank page
-
-
 @pytest.mark.timeout(900)
-def test_the_link_search_run_prints_opens_the_study_runs(tmp_path):
+def test_the_link_search_run_prints_opens_the_study_its_trials_and_their_charts(tmp_path):
     """The last line of `search run` is the study's runs table in the MLflow UI: started with
     the command the line before prints (only its port changed), the link opens the Model
-    training view's runs, no GenAI overview, with the parent run and, expanded, its trials."""
+    training view's runs, no GenAI overview, with the parent run and, expanded, its trials.
+    From the experiments list the same study opens too: its trials' val_mae charts side by
+    side, and one trial's own page with its metric chart. One study, one UI server, one
+    browser for both ways in."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found (install Debian's `chromium` package)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -165,7 +64,7 @@ def test_the_link_search_run_prints_opens_the_study_runs(tmp_path):
 
     study = "ui-link"
     run = run_cli(
-        *("run", "--study", study, "--trials", str(TRIALS), "--epochs", "1"),
+        *("run", "--study", study, "--trials", str(TRIALS), "--epochs", str(EPOCHS)),
         *("--max-rows", "9000"),
         cwd=tmp_path,
     )
@@ -226,9 +125,52 @@ def test_the_link_search_run_prints_opens_the_study_runs(tmp_path):
                 for metric in ("best_val_mae", "skill"):
                     expect(page.get_by_role("columnheader", name=metric).first).to_be_visible()
                 _save(page, tmp_path, "mlflow-ui-runs-link-columns.png")
+
+                # The other way in, in a fresh context (nothing remembered of the link's
+                # visit): the experiments list, the study under its own name.
+                page.context.close()
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                page.set_default_timeout(90_000)
+                assistant_close = page.get_by_role("button", name="Close", exact=True)
+                page.goto(link.split("#", 1)[0] + "#/experiments")
+                page.get_by_text("Model training", exact=True).click()  # opens on GenAI
+                study_link = page.get_by_role("link", name=study, exact=True).first
+                expect(study_link).to_be_visible()
+                study_link.click()
+                expect(page.get_by_text("matching runs")).to_be_visible()
+                if assistant_close.count():
+                    assistant_close.first.click()
+                parent_cell = page.locator(
+                    "[role=gridcell]", has=page.get_by_role("link", name=study, exact=True)
+                ).first
+                parent_cell.locator("button").first.click()
+                for number in range(TRIALS):
+                    trial = page.get_by_role("link", name=f"trial-{number}", exact=True)
+                    expect(trial).to_be_visible()
+
+                # The chart view: every trial's val_mae curve, side by side with the run list.
+                page.locator("label:has(input[name=runs-view-mode][value=CHART])").click()
+                page.get_by_role("searchbox", name="Search metric charts").fill("val_mae")
+                expect(page.get_by_role("heading", name="val_mae", exact=True)).to_be_visible()
+                for number in range(TRIALS):
+                    label = page.get_by_text(f"trial-{number} (val_mae)", exact=True)
+                    expect(label).to_be_visible()
+                overview = _save(page, tmp_path, "mlflow-ui-study-runs.png")
+
+                # One trial: its page, its metric charts.
+                page.get_by_role("link", name="trial-0", exact=True).first.click()
+                expect(page.get_by_role("heading", name="trial-0")).to_be_visible()
+                page.get_by_role("tab", name="Model metrics").click()
+                page.get_by_role("searchbox", name="Search metric charts").fill("val_mae")
+                expect(page.get_by_role("heading", name="val_mae", exact=True)).to_be_visible()
+                expect(page.get_by_text("trial-0 (val_mae)", exact=True)).to_be_visible()
+                chart = page.locator("svg").filter(has=page.locator("text", has_text="Step"))
+                expect(chart.first).to_be_visible()
+                trial_shot = _save(page, tmp_path, "mlflow-ui-trial-metrics.png")
             finally:
                 browser.close()
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
-    assert shot.stat().st_size > 10_000
+    for picture in (shot, overview, trial_shot):
+        assert picture.stat().st_size > 10_000  # a real rendering, not a blank page
