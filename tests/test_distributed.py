@@ -7,6 +7,7 @@ server with proxied artifacts, and worker processes launched at the same moment 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import cli_env, search_command
+from tests.cli_helpers import Lines, cli_env, search_command
 
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = 2
@@ -92,27 +93,32 @@ def run_workers(
 
 
 _OPEN_AT_ONCE = """
-import sys
+import sys, traceback
 from search.storage import open_storage
 from search.tracking.mlflow import MlflowTracker
 import mlflow.store.tracking.sqlalchemy_store  # everything imported before the start signal
-storage_url, tracking_uri = sys.argv[1], sys.argv[2]
 print("ready", flush=True)
-sys.stdin.readline()  # every worker is released at the same instant
-if storage_url != "-":
-    open_storage(storage_url)
-if tracking_uri != "-":
-    MlflowTracker(tracking_uri, "race").open()
-print("opened", flush=True)
+for line in sys.stdin:  # a round: every worker is released at the same instant
+    storage_url, tracking_uri = line.split()
+    try:
+        if storage_url != "-":
+            open_storage(storage_url)
+        if tracking_uri != "-":
+            MlflowTracker(tracking_uri, "race").open()
+        print("opened", flush=True)
+    except BaseException:
+        traceback.print_exc(file=sys.stdout)
+    print("end of round", flush=True)
 """
 
 
-def open_at_once(count: int, storage_url: str, tracking_uri: str) -> list[str]:
+def open_at_once(count: int, rounds: list[tuple[str, str]]) -> list[str]:
     """``count`` processes, each with everything imported, released together to open a fresh
-    study storage and/or tracking store ("-": not that one); the output of those that failed."""
+    study storage and/or tracking store ("-": not that one), once per round (the same processes
+    round after round: each round's stores are new); the output of each worker's failed round."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _OPEN_AT_ONCE, storage_url, tracking_uri],
+            [sys.executable, "-c", _OPEN_AT_ONCE],
             env=worker_env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -122,19 +128,33 @@ def open_at_once(count: int, storage_url: str, tracking_uri: str) -> list[str]:
         for _ in range(count)
     ]
     try:
-        for proc in procs:  # ready: imported, waiting for the start (however slow the start)
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.strip() == "ready", line + proc.communicate(timeout=60)[0]
+        outputs = [Lines(proc) for proc in procs]
+        for output in outputs:  # ready: imported, waiting for the start (however slow the start)
+            output.wait_for("ready", timeout=240)
+        failures = []
+        for storage_url, tracking_uri in rounds:
+            for proc in procs:
+                assert proc.stdin is not None
+                with contextlib.suppress(BrokenPipeError):  # a dead worker: seen just below
+                    proc.stdin.write(f"{storage_url} {tracking_uri}\n")
+                    proc.stdin.flush()
+            for output in outputs:
+                before = len(output.seen)
+                try:
+                    output.wait_for("end of round", timeout=240)
+                    text = "".join(output.seen[before:-1])  # without the round's end
+                except AssertionError as error:  # the worker died or hung: a failure too
+                    text = str(error)
+                if "opened" not in text:
+                    failures.append(text)
         for proc in procs:
             assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        failures = []
-        for proc in procs:
-            output, _ = proc.communicate(timeout=240)
-            if proc.returncode != 0 or "opened" not in output:
-                failures.append(output)
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+        for proc, output in zip(procs, outputs, strict=True):
+            proc.wait(timeout=60)
+            if proc.returncode != 0:
+                failures.append(f"exit {proc.returncode}: " + output.rest(timeout=30)[-3000:])
         return failures
     finally:
         for proc in procs:
@@ -145,11 +165,15 @@ def open_at_once(count: int, storage_url: str, tracking_uri: str) -> list[str]:
 def test_workers_opening_a_fresh_database_at_once_all_succeed(postgres_server):
     """`docker compose up --scale worker=4` on a new volume: every worker creates Optuna's schema
     at the same instant (plain Optuna fails there, optuna/optuna#1092); none may crash."""
-    failures = []
-    for _ in range(3):  # the race is timing-dependent: give it several chances
-        storage = postgres_server.create_database(f"optuna_race_{uuid.uuid4().hex[:8]}")
-        failures += [out.strip().splitlines()[-1] for out in open_at_once(4, storage, "-")]
-    assert not failures, "workers crashed opening a fresh storage together:\n" + "\n".join(failures)
+    # the race is timing-dependent: give it several chances
+    rounds = [
+        (postgres_server.create_database(f"optuna_race_{uuid.uuid4().hex[:8]}"), "-")
+        for _ in range(3)
+    ]
+    failures = open_at_once(4, rounds)
+    assert not failures, "workers crashed opening a fresh storage together:\n" + (
+        "\n----\n".join(out[-1500:] for out in failures)
+    )
 
 
 @pytest.mark.slow
@@ -157,11 +181,14 @@ def test_workers_opening_a_fresh_tracking_database_at_once_all_succeed(postgres_
     """Four workers on a fresh PostgreSQL database used directly as MLflow's tracking store (no
     `mlflow server`): they race to create MLflow's schema (a UniqueViolation on alembic_version
     crashed two of four in use); none may crash."""
-    failures = []
-    for _ in range(2):
-        storage = postgres_server.create_database(f"optuna_race_{uuid.uuid4().hex[:8]}")
-        tracking = postgres_server.create_database(f"mlflow_race_{uuid.uuid4().hex[:8]}")
-        failures += open_at_once(4, storage, tracking)  # both stores fresh, as in a new deployment
+    rounds = [  # both stores fresh, as in a new deployment
+        (
+            postgres_server.create_database(f"optuna_race_{uuid.uuid4().hex[:8]}"),
+            postgres_server.create_database(f"mlflow_race_{uuid.uuid4().hex[:8]}"),
+        )
+        for _ in range(2)
+    ]
+    failures = open_at_once(4, rounds)
     assert not failures, "workers crashed opening a fresh tracking store together:\n" + (
         "\n----\n".join(out[-3000:] for out in failures)
     )
