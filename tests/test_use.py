@@ -73,7 +73,7 @@ def test_the_study_remembers_its_blocked_split(workdir: Path) -> None:
         study_name=STUDY, storage=f"sqlite:///{workdir / 'search-studies.db'}"
     )
     assert study.user_attrs["split"] == "blocked:10"
-    refused = run_cli("run", "--study", STUDY, "--split", "chronological", cwd=workdir)
+    refused = run_cli_here("run", "--study", STUDY, "--split", "chronological", cwd=workdir)
     assert refused.returncode == 2 and "--fresh" in refused.stderr
     same = run_cli_here(
         "run",
