@@ -409,8 +409,13 @@ def _locked(folder: Path, name: str) -> Iterator[Path]:
 
 def _postgres_state(server: PostgresServer) -> dict:
     run_as = server._run_as.pw_name if server._run_as else None
-    return {"bin_dir": str(server.bin_dir), "root": str(server.root), "port": server.port,
-            "run_as": run_as, "options": server.options}  # fmt: skip
+    return {
+        "bin_dir": str(server.bin_dir),
+        "root": str(server.root),
+        "port": server.port,
+        "run_as": run_as,
+        "options": server.options,
+    }
 
 
 def _postgres_from(state: dict) -> PostgresServer:
@@ -435,12 +440,10 @@ def _stop_pid_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def stop_shared_servers(folder: Path) -> list[str]:
-    """Stop the servers the xdist workers shared (their state files in ``folder``); the names
-    of those stopped."""
+def stop_shared_servers(folder: Path) -> None:
+    """Stop the servers the xdist workers shared (their state files in ``folder``)."""
     import json
 
-    stopped = []
     for name in SHARED:
         state_file = folder / f"{name}.json"
         if not state_file.is_file():
@@ -451,8 +454,6 @@ def stop_shared_servers(folder: Path) -> list[str]:
         else:
             _stop_pid_group(state["pid"])
         state_file.unlink()
-        stopped.append(name)
-    return stopped
 
 
 @pytest.fixture(scope="session")
@@ -511,9 +512,14 @@ def mlflow_server_process(
             root = folder / "mlflow-server"
             root.mkdir(exist_ok=True)
             server = start_mlflow_server(postgres_server.url(MLFLOW_DATABASE), root / "artifacts")
-            state = {"pid": server.process.pid, "port": server.port,
-                     "backend_store_uri": server.backend_store_uri,
-                     "artifacts_dir": str(server.artifacts_dir), "log_file": str(server.log_file)}  # fmt: skip
+            assert server.process is not None
+            state = {
+                "pid": server.process.pid,
+                "port": server.port,
+                "backend_store_uri": server.backend_store_uri,
+                "artifacts_dir": str(server.artifacts_dir),
+                "log_file": str(server.log_file),
+            }
             state_file.write_text(json.dumps(state))
     yield server  # stopped by the controller at the end of the run
 

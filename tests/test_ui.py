@@ -45,6 +45,24 @@ def _save(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
+def _new_page(browser):
+    """A page in a fresh browser context (nothing remembered of earlier visits)."""
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.set_default_timeout(90_000)
+    return page
+
+
+def _expand_the_study(page, study: str, expect) -> None:
+    """Expand the study's parent run in the runs table: its trial runs show."""
+    parent_cell = page.locator(
+        "[role=gridcell]", has=page.get_by_role("link", name=study, exact=True)
+    ).first
+    expect(parent_cell).to_be_visible()
+    parent_cell.locator("button").first.click()  # the expander of the nested runs
+    for number in range(TRIALS):
+        expect(page.get_by_role("link", name=f"trial-{number}", exact=True)).to_be_visible()
+
+
 @pytest.mark.timeout(900)
 def test_the_link_search_run_prints_opens_the_study_its_trials_and_their_charts(tmp_path):
     """The last line of `search run` is the study's runs table in the MLflow UI: started with
@@ -89,8 +107,7 @@ def test_the_link_search_run_prints_opens_the_study_its_trials_and_their_charts(
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
-                page = browser.new_page(viewport={"width": 1600, "height": 1000})
-                page.set_default_timeout(90_000)
+                page = _new_page(browser)
                 expect.set_options(timeout=90_000)
                 page.goto(link)
                 # the runs table itself, no toggle clicked: the "Model training" view's "Runs",
@@ -102,14 +119,7 @@ def test_the_link_search_run_prints_opens_the_study_its_trials_and_their_charts(
                 assistant_close = page.get_by_role("button", name="Close", exact=True)
                 if assistant_close.count():
                     assistant_close.first.click()
-                parent_cell = page.locator(
-                    "[role=gridcell]", has=page.get_by_role("link", name=study, exact=True)
-                ).first
-                expect(parent_cell).to_be_visible()
-                parent_cell.locator("button").first.click()  # the expander of the nested runs
-                for number in range(TRIALS):
-                    trial = page.get_by_role("link", name=f"trial-{number}", exact=True)
-                    expect(trial).to_be_visible()
+                _expand_the_study(page, study, expect)
                 shot = _save(page, tmp_path, "mlflow-ui-runs-link.png")
 
                 # the README's way to the val MAE and skill columns: Columns, then each metric
@@ -129,8 +139,7 @@ def test_the_link_search_run_prints_opens_the_study_its_trials_and_their_charts(
                 # The other way in, in a fresh context (nothing remembered of the link's
                 # visit): the experiments list, the study under its own name.
                 page.context.close()
-                page = browser.new_page(viewport={"width": 1600, "height": 1000})
-                page.set_default_timeout(90_000)
+                page = _new_page(browser)
                 assistant_close = page.get_by_role("button", name="Close", exact=True)
                 page.goto(link.split("#", 1)[0] + "#/experiments")
                 page.get_by_text("Model training", exact=True).click()  # opens on GenAI
@@ -140,13 +149,7 @@ def test_the_link_search_run_prints_opens_the_study_its_trials_and_their_charts(
                 expect(page.get_by_text("matching runs")).to_be_visible()
                 if assistant_close.count():
                     assistant_close.first.click()
-                parent_cell = page.locator(
-                    "[role=gridcell]", has=page.get_by_role("link", name=study, exact=True)
-                ).first
-                parent_cell.locator("button").first.click()
-                for number in range(TRIALS):
-                    trial = page.get_by_role("link", name=f"trial-{number}", exact=True)
-                    expect(trial).to_be_visible()
+                _expand_the_study(page, study, expect)
 
                 # The chart view: every trial's val_mae curve, side by side with the run list.
                 page.locator("label:has(input[name=runs-view-mode][value=CHART])").click()
