@@ -246,12 +246,12 @@ class _Study:
     def linear(self, trial: TrialSummary) -> list[Any]:
         """The linear reference on the trial's geometry: one ridge, or one per fold (fitted
         once per study context)."""
-        from search.data.references import linear_reference
+        from search.data.stored_references import stored_linear_reference
 
         if trial.number not in self._ridges:
             spec = self.spec(trial)
             views = self.prepared.folds() or [self.prepared]
-            self._ridges[trial.number] = [linear_reference(v, spec) for v in views]
+            self._ridges[trial.number] = [stored_linear_reference(v, spec) for v in views]
         return self._ridges[trial.number]
 
 

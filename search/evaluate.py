@@ -46,7 +46,8 @@ def trial_run_id(tracker: Any, trial: Any, study: str) -> str:
 def evaluate_best_on_test(engine: Engine, study: str, tracking_uri: str) -> dict[str, Any]:
     """Load the best trial's saved model from the tracking store, evaluate it on the test split,
     log to the study's parent run, and return the figures (with the target's ``unit``)."""
-    from search.data.references import baseline_mae, linear_mae_on
+    from search.data.references import baseline_mae
+    from search.data.stored_references import linear_mae_on
     from search.data.windows import make_windows
     from search.tracking import open_tracker
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from search.data.references import LinearCache
+from search.data.stored_references import LinearCache
 from search.errors import DataError
 from search.record import StudyRecord, load_study_data
 

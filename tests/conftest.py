@@ -82,11 +82,40 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
     return None
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """The xdist controller stops the PostgreSQL cluster and `mlflow server` its workers shared
-    (tests/servers.py): their state files lie in its basetemp, the parent of the workers'."""
+def pytest_configure(config: pytest.Config) -> None:
+    """One user cache folder per test run (``SEARCH_CACHE_DIR``), shared by the xdist workers and
+    every process they start, which inherit it: the linear references a run stores stay out of
+    the user's ``~/.cache/search``, and every run starts cold, as CI does, whatever earlier runs
+    left there."""
     if hasattr(config, "workerinput"):
         return
+    import tempfile
+
+    config.stash[_CACHE_KEY] = (
+        os.environ.get("SEARCH_CACHE_DIR"),
+        tempfile.mkdtemp(prefix="search-test-cache-"),
+    )
+    os.environ["SEARCH_CACHE_DIR"] = config.stash[_CACHE_KEY][1]
+
+
+_CACHE_KEY = pytest.StashKey[tuple[str | None, str]]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The xdist controller stops the PostgreSQL cluster and `mlflow server` its workers shared
+    (tests/servers.py): their state files lie in its basetemp, the parent of the workers'; and
+    it removes the run's cache folder."""
+    if hasattr(config, "workerinput"):
+        return
+    if _CACHE_KEY in config.stash:
+        import shutil
+
+        before, folder = config.stash[_CACHE_KEY]
+        shutil.rmtree(folder, ignore_errors=True)
+        if before is None:
+            os.environ.pop("SEARCH_CACHE_DIR", None)
+        else:
+            os.environ["SEARCH_CACHE_DIR"] = before
     factory = getattr(config, "_tmp_path_factory", None)
     if factory is None or factory._basetemp is None:
         return

@@ -9,18 +9,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from search.data import references
+from search.data import references, stored_references
 from search.data.geometry import WindowSpec
 from search.data.prepare import Prepared, prepare
 from search.data.references import (
     RELATIVE_GRID,
-    LinearCache,
     LinearReference,
     baseline_mae,
     linear_reference,
 )
 from search.data.sources import Dataset
 from search.data.splits import window_starts
+from search.data.stored_references import LinearCache
 from search.errors import DataError
 
 BOOK = WindowSpec(lookback_hours=120, sampling_rate=6, horizon_hours=24)
@@ -240,7 +240,8 @@ def test_fitted_on_train_windows_only() -> None:
 # the cache
 
 
-def test_the_cache_fits_each_geometry_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def count_fits(monkeypatch: pytest.MonkeyPatch) -> list[WindowSpec]:
+    """The geometries the stored references fit from now on, in order."""
     fits: list[WindowSpec] = []
     fit = references.linear_reference
 
@@ -248,7 +249,13 @@ def test_the_cache_fits_each_geometry_once(monkeypatch: pytest.MonkeyPatch) -> N
         fits.append(spec)
         return fit(prepared, spec, **options)
 
-    monkeypatch.setattr(references, "linear_reference", counting)
+    monkeypatch.setattr(stored_references, "linear_reference", counting)
+    return fits
+
+
+def test_the_cache_fits_each_geometry_once(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("SEARCH_CACHE_DIR", str(tmp_path))
+    fits = count_fits(monkeypatch)
     p = prepare(synthetic(400))
     cache = LinearCache(relative_grid=(0.01, 1.0))
     spec = WindowSpec(4, 2, 1)
@@ -259,9 +266,72 @@ def test_the_cache_fits_each_geometry_once(monkeypatch: pytest.MonkeyPatch) -> N
     second = cache.get(p, WindowSpec(4, 6, 1))
     assert second is not first and cache.get(p, WindowSpec(4, 6, 1)) is second
     assert len(fits) == 2
-    # another series (even an equal one) is fitted on its own
-    assert cache.get(prepare(synthetic(400)), spec) is not first
-    assert len(fits) == 3 and len(cache) == 3
+    # another series is kept apart; an equal one loads the fit stored on disk
+    equal = cache.get(prepare(synthetic(400)), spec)
+    assert equal is not first and np.array_equal(equal.coef, first.coef)
+    assert len(fits) == 2 and len(cache) == 3
+    cache.get(prepare(synthetic(400, seed=1)), spec)
+    assert len(fits) == 3 and len(cache) == 4
+
+
+def same_fit(a: LinearReference, b: LinearReference) -> bool:
+    """Every field equal, the arrays bit for bit, but the time the fit took."""
+    fields = [f.name for f in dataclasses.fields(LinearReference) if f.name != "fit_seconds"]
+    return all(
+        np.array_equal(getattr(a, name), getattr(b, name))
+        if isinstance(getattr(a, name), np.ndarray)
+        else getattr(a, name) == getattr(b, name)
+        for name in fields
+    )
+
+
+def test_a_stored_fit_is_loaded_whole_and_only_for_the_same_data_split_and_geometry(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.setenv("SEARCH_CACHE_DIR", str(tmp_path))
+    fits = count_fits(monkeypatch)
+    p, spec = prepare(synthetic(600)), WindowSpec(4, 2, 1)
+    fitted = stored_references.stored_linear_reference(p, spec)
+    assert fits == [spec] and len(list((tmp_path / "references").glob("*.npz"))) == 1
+    loaded = stored_references.stored_linear_reference(prepare(synthetic(600)), spec)
+    assert fits == [spec] and same_fit(loaded, fitted)
+    assert loaded.fit_seconds == fitted.fit_seconds  # the original fit's
+    assert loaded.mae(p, "test") == fitted.mae(p, "test")
+
+    # what the fit reads, changed one at a time, is a new fit
+    values = np.asarray(synthetic(600).values).copy()
+    values[10, 1] += 1.0  # one input value
+    stored_references.stored_linear_reference(prepare(synthetic(600, values=values)), spec)
+    target = synthetic(600)
+    target.target[300] += 1.0  # one target value (the inputs unchanged)
+    stored_references.stored_linear_reference(prepare(target), spec)
+    from search.data.splits import parse_split
+
+    stored_references.stored_linear_reference(
+        prepare(synthetic(600), parse_split("blocked:1")), spec
+    )
+    stored_references.stored_linear_reference(p, WindowSpec(4, 2, 2))  # the horizon
+    stored_references.stored_linear_reference(p, spec, relative_grid=(1.0,))  # the fit's settings
+    assert len(fits) == 6 and len(list((tmp_path / "references").glob("*.npz"))) == 6
+
+
+def test_a_damaged_or_unwritable_store_costs_a_refit_never_the_fit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.setenv("SEARCH_CACHE_DIR", str(tmp_path))
+    fits = count_fits(monkeypatch)
+    p, spec = prepare(synthetic(600)), WindowSpec(4, 2, 1)
+    fitted = stored_references.stored_linear_reference(p, spec)
+    (stored,) = (tmp_path / "references").glob("*.npz")
+    stored.write_bytes(stored.read_bytes()[:100])  # cut short, as by a full disk
+    assert same_fit(stored_references.stored_linear_reference(p, spec), fitted) and len(fits) == 2
+    assert same_fit(stored_references.stored_linear_reference(p, spec), fitted) and len(fits) == 2
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("SEARCH_CACHE_DIR", str(blocked))
+    assert same_fit(stored_references.stored_linear_reference(p, spec), fitted) and len(fits) == 3
+    assert blocked.read_text() == "not a folder"
 
 
 # ---------------------------------------------------------------------------------------------

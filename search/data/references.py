@@ -3,14 +3,13 @@
 - :func:`baseline_mae`: the naive (persistence) forecast, the book's common-sense baseline.
 - :func:`linear_reference`: a ridge regression on the (pooled) window, fitted on the trial's own
   train windows with its penalty picked on the val windows: the yardstick a network has to beat
-  to have learned more than a linear function of its inputs. :class:`LinearCache` fits each
-  geometry of a study once.
+  to have learned more than a linear function of its inputs. ``search.data.stored_references``
+  fits each once per data, split and geometry (in a study's memory and on disk).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -25,10 +24,8 @@ __all__ = [
     "MAX_BLOCKS",
     "MAX_INPUTS",
     "RELATIVE_GRID",
-    "LinearCache",
     "LinearReference",
     "baseline_mae",
-    "linear_mae_on",
     "linear_reference",
 ]
 
@@ -44,7 +41,7 @@ MAX_BLOCKS = 120
 MAX_INPUTS = 1800
 """At most about this many inputs (blocks x features); fewer blocks for wide series."""
 
-_CHUNK = 2048  # windows per gathered chunk (2048 x 1680 float64 = 28 MB)
+CHUNK = 2048  # windows per gathered chunk (2048 x 1680 float64 = 28 MB)
 _EPS = 1e-9
 
 
@@ -64,22 +61,6 @@ def baseline_mae(prepared: Prepared, spec: WindowSpec, split: str) -> float:
     for j in range(spec.target_steps):
         total += float(np.abs(target[starts + spec.delay + j * stride] - last).sum())
     return total / (len(starts) * spec.target_steps)
-
-
-def linear_mae_on(prepared: Prepared, spec: WindowSpec, split: str = "test") -> float:
-    """The linear reference's MAE on a split's windows, scored as the study's models are: one
-    ridge fitted on the train windows; for a cross-validated study the mean of its K folds'
-    ridges (each fitted on its fold's train windows, penalty picked on its fold's val), as the
-    fold-mean model averages its K fold models."""
-    folds = prepared.folds()
-    if not folds:
-        return linear_reference(prepared, spec).mae(prepared, split)
-    forecast = np.mean([linear_reference(f, spec).predict(f, split) for f in folds], axis=0)
-    starts = window_starts(prepared, spec, split)
-    stride = spec.target_stride if spec.target_steps > 1 else 0
-    ahead = spec.delay + stride * np.arange(spec.target_steps, dtype=np.int64)
-    actual = prepared.target.astype(np.float64)[starts[:, None] + ahead[None, :]]
-    return float(np.abs(forecast - actual).mean())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +131,7 @@ class _Design:
         self.ahead = spec.delay + stride * np.arange(spec.target_steps, dtype=np.int64)
 
     def chunks(self, starts: np.ndarray) -> list[slice]:
-        return [slice(i, i + _CHUNK) for i in range(0, len(starts), _CHUNK)]
+        return [slice(i, i + CHUNK) for i in range(0, len(starts), CHUNK)]
 
     def inputs(self, starts: np.ndarray) -> np.ndarray:
         rows = starts[:, None] + self.offsets[None, :]
@@ -369,39 +350,3 @@ def linear_reference(
         x_mean=x_mean,
         y_mean=y_mean,
     )
-
-
-class LinearCache:
-    """Linear references of one prepared series, one fit per geometry (one cache per study or
-    worker). Thread-safe; it keeps each series it has seen alive, so that its key stays unique."""
-
-    def __init__(
-        self,
-        *,
-        relative_grid: tuple[float, ...] = RELATIVE_GRID,
-        max_blocks: int = MAX_BLOCKS,
-        max_inputs: int = MAX_INPUTS,
-    ) -> None:
-        self._grid, self._max_blocks, self._max_inputs = relative_grid, max_blocks, max_inputs
-        self._entries: dict[tuple[int, WindowSpec], tuple[Prepared, LinearReference]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, prepared: Prepared, spec: WindowSpec) -> LinearReference:
-        """The linear reference of ``spec`` on ``prepared``, fitted on the first request."""
-        key = (id(prepared), spec)
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None and hit[0] is prepared:
-                return hit[1]
-            reference = linear_reference(
-                prepared,
-                spec,
-                relative_grid=self._grid,
-                max_blocks=self._max_blocks,
-                max_inputs=self._max_inputs,
-            )
-            self._entries[key] = (prepared, reference)
-            return reference
-
-    def __len__(self) -> int:
-        return len(self._entries)

@@ -25,8 +25,9 @@ import numpy as np
 
 from search import interrupt
 from search.data.prepare import Prepared
-from search.data.references import LinearCache, baseline_mae
+from search.data.references import baseline_mae
 from search.data.sources import unit_of
+from search.data.stored_references import LinearCache
 from search.data.windows import WindowDataset, make_windows
 from search.engines.base import TrialHandle, TrialPruned
 from search.runtime import runtime_tags
