@@ -145,12 +145,18 @@ def _val_period(days: int = 70, seed: int = 0):
 
 
 def _legends_right_of_their_axes(figure) -> None:
+    """Each legend right of its axes, and the figure laid out: every axes with its labels,
+    ticks, title and legend inside the figure (nothing cut off at an edge)."""
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
+    page = figure.bbox
     for axis in figure.axes:
         legend = axis.get_legend()
         if legend is not None:
             assert legend.get_window_extent(renderer).x0 >= axis.get_window_extent(renderer).x1
+        box = axis.get_tightbbox(renderer)
+        assert page.x0 - 0.5 <= box.x0 and box.x1 <= page.x1 + 0.5, (axis.get_title(), box, page)
+        assert page.y0 - 0.5 <= box.y0 and box.y1 <= page.y1 + 0.5, (axis.get_title(), box, page)
 
 
 def test_the_forecast_figure_says_horizon_error_sign_bias_clipping_and_calendar() -> None:
@@ -228,6 +234,7 @@ def test_the_learning_curve_names_its_trial_and_counts_whole_epochs() -> None:
 
 
 def test_the_importance_plot_waits_for_10_complete_trials(tmp_path: Path) -> None:
+    import matplotlib
     import matplotlib.pyplot as plt
 
     from search.engines.base import SearchOptions
@@ -243,7 +250,14 @@ def test_the_importance_plot_waits_for_10_complete_trials(tmp_path: Path) -> Non
         trial.suggest_int("y", 1, 10)
         engine.study.tell(trial, x * x + number)
         if number in (8, 9):  # 9, then 10 complete trials
-            figures = engine.figures()
+            with matplotlib.rc_context():  # from matplotlib's defaults, whatever ran before
+                matplotlib.style.use("default")
+                style = dict(matplotlib.rcParams)
+                figures = engine.figures()
+                # optuna draws in its own style and leaves the process's as it was: later
+                # figures (the next study's trials, in the same process) keep their look
+                assert dict(matplotlib.rcParams) == style
+            assert figures["optimization_history.png"].axes[0].get_facecolor()[:3] != (1, 1, 1)
             drawn.append(sorted(figures))
             for figure in figures.values():
                 plt.close(figure)

@@ -437,6 +437,7 @@ class OptunaEngine(Engine):
         Importances are drawn from MIN_TRIALS_FOR_IMPORTANCE (10) complete trials on: fewer
         give confident-looking bars out of noise. Figures that cannot be drawn yet are left out.
         """
+        import matplotlib
         from optuna.visualization import matplotlib as optuna_plots
 
         import search.training.plots  # noqa: F401  (selects the Agg backend first)
@@ -450,7 +451,11 @@ class OptunaEngine(Engine):
             plots.append(("param_importances.png", optuna_plots.plot_param_importances))
         for name, plot in plots:
             try:
-                with warnings.catch_warnings():
+                # optuna's plots switch the whole process to its "ggplot" style; the context
+                # gives its figures that look and restores matplotlib's settings after, so the
+                # figures drawn later in this process (the next trial's, the next study's) keep
+                # their own
+                with warnings.catch_warnings(), matplotlib.rc_context():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     axis = plot(self.study)
             except Exception:  # too few trials, a single distinct value...
@@ -458,6 +463,6 @@ class OptunaEngine(Engine):
             # optuna draws on plt.subplots() and returns the Axes, whose figure is a Figure
             figure = cast("Figure", axis.figure if hasattr(axis, "figure") else axis)
             figure.set_size_inches(7.5, 4.5)
-            figure.tight_layout()
+            figure.set_layout_engine("tight")  # laid out as the save draws it, as in plots.py
             figures[name] = figure
         return figures
