@@ -285,13 +285,28 @@ def same_fit(a: LinearReference, b: LinearReference) -> bool:
     )
 
 
-def test_a_stored_fit_is_loaded_whole_and_only_for_the_same_data_split_and_geometry(
-    monkeypatch: pytest.MonkeyPatch, tmp_path
-) -> None:
+@dataclasses.dataclass
+class OneStoredFit:
+    fits: list[WindowSpec]
+    prepared: Prepared
+    spec: WindowSpec
+    fitted: LinearReference
+
+
+@pytest.fixture
+def one_stored_fit(monkeypatch: pytest.MonkeyPatch, tmp_path) -> OneStoredFit:
+    """A cache folder in ``tmp_path`` holding one fit, the fits counted from it on."""
     monkeypatch.setenv("SEARCH_CACHE_DIR", str(tmp_path))
     fits = count_fits(monkeypatch)
     p, spec = prepare(synthetic(600)), WindowSpec(4, 2, 1)
-    fitted = stored_references.stored_linear_reference(p, spec)
+    return OneStoredFit(fits, p, spec, stored_references.stored_linear_reference(p, spec))
+
+
+def test_a_stored_fit_is_loaded_whole_and_only_for_the_same_data_split_and_geometry(
+    one_stored_fit: OneStoredFit, tmp_path
+) -> None:
+    fits, p, spec = one_stored_fit.fits, one_stored_fit.prepared, one_stored_fit.spec
+    fitted = one_stored_fit.fitted
     assert fits == [spec] and len(list((tmp_path / "references").glob("*.npz"))) == 1
     loaded = stored_references.stored_linear_reference(prepare(synthetic(600)), spec)
     assert fits == [spec] and same_fit(loaded, fitted)
@@ -316,12 +331,10 @@ def test_a_stored_fit_is_loaded_whole_and_only_for_the_same_data_split_and_geome
 
 
 def test_a_damaged_or_unwritable_store_costs_a_refit_never_the_fit(
-    monkeypatch: pytest.MonkeyPatch, tmp_path
+    one_stored_fit: OneStoredFit, monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    monkeypatch.setenv("SEARCH_CACHE_DIR", str(tmp_path))
-    fits = count_fits(monkeypatch)
-    p, spec = prepare(synthetic(600)), WindowSpec(4, 2, 1)
-    fitted = stored_references.stored_linear_reference(p, spec)
+    fits, p, spec = one_stored_fit.fits, one_stored_fit.prepared, one_stored_fit.spec
+    fitted = one_stored_fit.fitted
     (stored,) = (tmp_path / "references").glob("*.npz")
     stored.write_bytes(stored.read_bytes()[:100])  # cut short, as by a full disk
     assert same_fit(stored_references.stored_linear_reference(p, spec), fitted) and len(fits) == 2
