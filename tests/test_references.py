@@ -339,11 +339,17 @@ def test_a_damaged_or_unwritable_store_costs_a_refit_never_the_fit(
     stored.write_bytes(stored.read_bytes()[:100])  # cut short, as by a full disk
     assert same_fit(stored_references.stored_linear_reference(p, spec), fitted) and len(fits) == 2
     assert same_fit(stored_references.stored_linear_reference(p, spec), fitted) and len(fits) == 2
+    with np.load(stored) as npz:  # whole, but holding weights of another shape
+        arrays = {**dict(npz), "coef": np.zeros((1, 1))}
+    with stored.open("wb") as out:
+        np.savez(out, **arrays)
+    assert same_fit(stored_references.stored_linear_reference(p, spec), fitted) and len(fits) == 3
+    assert same_fit(stored_references.stored_linear_reference(p, spec), fitted) and len(fits) == 3
 
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     monkeypatch.setenv("SEARCH_CACHE_DIR", str(blocked))
-    assert same_fit(stored_references.stored_linear_reference(p, spec), fitted) and len(fits) == 3
+    assert same_fit(stored_references.stored_linear_reference(p, spec), fitted) and len(fits) == 4
     assert blocked.read_text() == "not a folder"
 
 

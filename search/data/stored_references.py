@@ -73,6 +73,8 @@ def _load_stored(path: Path, spec: WindowSpec) -> LinearReference | None:
             floats, ints = stored["floats"], stored["ints"]
             penalty, val_mae, fit_seconds = (float(v) for v in floats)
             inputs, blocks, block_steps, train_windows, val_windows = (int(v) for v in ints)
+            if stored["coef"].shape != (inputs, spec.target_steps):
+                return None  # not this geometry's fit: refitted and overwritten
             return LinearReference(
                 spec=spec,
                 penalty=penalty,
@@ -127,8 +129,7 @@ def stored_linear_reference(
     """:func:`linear_reference`, fitted once per data, split and geometry on this machine: a fit
     is kept in :func:`reference_store` under a digest of everything it reads, and a later
     request with the same digest (another study, a resumed one, ``search best --evaluate-test``)
-    loads it.
-    The same inputs give the same fit, so a loaded one is what a refit would return (its
+    loads it. The same inputs give the same fit, so a loaded one is what a refit would return (its
     ``fit_seconds`` is the original fit's)."""
     folder = reference_store()
     path = folder / f"{_store_key(prepared, spec, relative_grid, max_blocks, max_inputs)}.npz"
