@@ -82,6 +82,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
     return None
 
 
+_CACHE_KEY = pytest.StashKey[tuple[str | None, str]]()  # (SEARCH_CACHE_DIR before, the run's)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """One user cache folder per test run (``SEARCH_CACHE_DIR``), shared by the xdist workers and
     every process they start, which inherit it: the linear references a run stores stay out of
@@ -91,14 +94,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     import tempfile
 
-    config.stash[_CACHE_KEY] = (
-        os.environ.get("SEARCH_CACHE_DIR"),
-        tempfile.mkdtemp(prefix="search-test-cache-"),
-    )
-    os.environ["SEARCH_CACHE_DIR"] = config.stash[_CACHE_KEY][1]
-
-
-_CACHE_KEY = pytest.StashKey[tuple[str | None, str]]()
+    folder = tempfile.mkdtemp(prefix="search-test-cache-")
+    config.stash[_CACHE_KEY] = (os.environ.get("SEARCH_CACHE_DIR"), folder)
+    os.environ["SEARCH_CACHE_DIR"] = folder
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
