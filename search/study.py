@@ -92,15 +92,10 @@ def run_study(request: StudyRequest, plan: StudyPlan | None = None) -> StudyOutc
 
     ``plan``: the request's plan (:func:`plan_study`), when the caller made it already (the
     CLI checks the request before Keras is imported); it is taken as it is, not made again."""
-    from search.training.trial import TrialRunner
-
     say = request.progress or (lambda line: None)
     plan = plan if plan is not None else plan_study(request)
     engine, record, name = plan.engine, plan.record, plan.study
     new = not plan.exists or request.fresh
-    if plan.exists and request.fresh:
-        retire(plan, engine)
-        engine.delete(name)
     tracker = SpooledTracker(
         open_tracker(plan.tracking_uri, name), Spool(spool_root(plan.storage, name)), say=say
     )
@@ -109,7 +104,14 @@ def run_study(request: StudyRequest, plan: StudyPlan | None = None) -> StudyOutc
         if plan.space is not None
         else load_study_space(record, tracker if not new else None)
     )
+    # The data is loaded and checked before anything is deleted (--fresh keeps the old study
+    # when the new data is refused) and before Keras is imported (a data error costs no import).
     dataset, prepared, linear, references = load_and_check(record, space, new, say)
+    if plan.exists and request.fresh:
+        retire(plan, engine)
+        engine.delete(name)
+    from search.training.trial import TrialRunner
+
     record = _configure(engine, record, space, request, new)
     engine.bind(space)
     experiment_id, recovered = join_or_start(

@@ -7,10 +7,11 @@ made once by a real `search run`) byte for byte unchanged.
 The catalogue (``CATALOGUE``: everything refused before Keras is imported) runs through the CLI's
 entry point, ``search.cli.main``, in this process: about 0.1 s a case instead of a second or two
 for a fresh interpreter. A case that gets as far as choosing a Keras backend fails (it would
-have trained). A sample of it (``IN_A_PROCESS``) also runs as ``python -m search`` subprocesses,
-and so do the cases only found while loading data, after Keras is imported (``LOADING``, about
-10 s each, marked slow); the loader's own errors are checked in-process too
-(``load_dataset`` / ``load_study_data``).
+have trained). A sample of it (``IN_A_PROCESS``) also runs as ``python -m search`` subprocesses.
+The cases only found while loading data (``LOADING``) get past the backend's choice but must be
+refused before Keras is imported (the trial module cannot be imported while they run), in this
+process too, and one of them also in a subprocess; the loader's own errors are checked
+in-process too (``load_dataset`` / ``load_study_data``).
 
 The CSV loader and the space loader are fuzzed with hypothesis: whatever the input, they return
 a result or raise a one-line SearchError, never anything else.
@@ -23,10 +24,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
-import importlib.util
 import io
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -48,14 +49,12 @@ from search.errors import DataError, SearchError, SpaceError
 from search.record import StudyRecord, load_study_data
 from search.spaces import load_space, space_from_text
 from search.training import models
-from tests.cli_helpers import Result, run_cli
+from tests.cli_helpers import Result, run_cli, run_cli_here
 from tests.data_helpers import write_csv, write_jena_csv
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = "existing"
 SECRET = "hunter2"  # a password that must never be echoed
-# The CLI cases that load data pay for importing Keras; JAX imports in half TensorFlow's time.
-BACKEND = ["--backend", "jax"] if importlib.util.find_spec("jax") else []
 FUZZ = settings(
     max_examples=150,
     deadline=None,
@@ -297,7 +296,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, servers: dict[str, int]) -> 
     root, inputs = base / "store", base / "inputs"
     root.mkdir()
     inputs.mkdir()
-    result = run_cli(
+    result = run_cli_here(
         "run",
         "--study",
         STUDY,
@@ -546,30 +545,43 @@ CATALOGUE = [
     case("predict-bad-name-first", ["predict", "a b", "--data", "{in}/good.csv"], ["'a b'"]),
 ]
 
-# Found while loading data, after Keras is imported: real subprocesses (about 10 s each).
+# Found while loading data, which comes before Keras is imported and before --fresh deletes
+# anything (the stored study is kept when the new data is refused).
 LOADING = [
     case(
         "data-all-nan-target",
-        _new("--data", "{in}/nan_target.csv", *BACKEND),
+        _new("--data", "{in}/nan_target.csv"),
         ["nan_target.csv", "T (degC)", "no valid value"],
     ),
-    case("data-binary-csv", _new("--data", "{in}/binary.csv", *BACKEND), ["binary.csv"]),
+    case("data-binary-csv", _new("--data", "{in}/binary.csv"), ["binary.csv"]),
     case(
         "data-shorter-than-window",
-        _new("--data", "{in}/short.csv", *BACKEND),
+        _new("--data", "{in}/short.csv"),
         ["lookback", "too short"],
     ),
     case(
         "data-missing-column",
-        _new("--data", "{in}/good.csv", "--target", "T (degF)", *BACKEND),
+        _new("--data", "{in}/good.csv", "--target", "T (degF)"),
         ["T (degF)", "did you mean 'T (degC)'"],
     ),
     case(
         "folds-more-than-blocks",
-        _new("--split", "blocked:14", "--folds", "5", "--max-rows", "9000", *BACKEND),
+        _new("--split", "blocked:14", "--folds", "5", "--max-rows", "9000"),
         ["--folds 5", "4", "non-test blocks"],
     ),
+    case(
+        "fresh-folds-more-than-blocks",
+        _existing("--fresh", "--split", "blocked:14", "--folds", "5", "--max-rows", "9000"),
+        ["--folds 5", "4", "non-test blocks"],
+    ),
+    case(
+        "fresh-data-missing-column",
+        _existing("--fresh", "--data", "{in}/good.csv", "--target", "T (degF)"),
+        ["T (degF)", "did you mean 'T (degC)'"],
+    ),
 ]
+# ... and these also in a `python -m search` subprocess.
+LOADING_IN_A_PROCESS = {"fresh-data-missing-column"}
 
 # Catalogue cases also run as `python -m search` subprocesses: the in-process runs go through
 # the same main(); these check the process itself (exit status, stderr, no traceback).
@@ -588,6 +600,7 @@ def test_the_catalogue_is_large_and_its_ids_distinct() -> None:
     ids = [param.id for param in CATALOGUE + LOADING]
     assert len(CATALOGUE) >= 30 and len(set(ids)) == len(ids)
     assert IN_A_PROCESS <= set(ids)
+    assert LOADING_IN_A_PROCESS <= {param.id for param in LOADING}
 
 
 @pytest.fixture
@@ -662,7 +675,24 @@ def test_bad_input_in_a_process(store: Store, tmp_path: Path, args, needles, env
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("args", "needles", "env"), LOADING)
-def test_bad_data_through_the_cli(store: Store, tmp_path: Path, args, needles, env) -> None:  # noqa: ANN001
+def test_bad_data_through_the_cli(
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    needles: list[str],
+    env: dict[str, str] | None,
+) -> None:
+    """In this process, with the trial module (which imports Keras) made unimportable."""
+    monkeypatch.setitem(sys.modules, "search.training.trial", None)
+    argv = [store.fill(arg) for arg in args]
+    _check_case(store, tmp_path, argv, needles, run_cli_here(*argv, cwd=tmp_path, env=env))
+
+
+@pytest.mark.parametrize(
+    ("args", "needles", "env"), [p for p in LOADING if p.id in LOADING_IN_A_PROCESS]
+)
+def test_bad_data_in_a_process(store: Store, tmp_path: Path, args, needles, env) -> None:  # noqa: ANN001
     _in_a_process(store, tmp_path, args, needles, env)
 
 
