@@ -12,26 +12,34 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
-# Heaviest files first (from `--durations` in CI logs): with `-n 2 --dist loadfile` a worker takes
+# Heaviest files first (from `--durations` in CI logs): with `-n 3 --dist loadfile` a worker takes
 # whole files in collection order, so a long file collected last keeps one worker busy while the
-# other idles. Within a file, and among the files not listed, the order is unchanged.
-HEAVY_FIRST = (
-    "test_use.py",
-    "test_engines.py",
-    "test_jobs.py",
-    "test_resume.py",
-    "test_folds.py",
-    "test_distributed.py",
-    "test_ensemble.py",
-    "test_faults.py",
-    "test_bench_gpu.py",
-    "test_storage_faults.py",
-    "test_e2e.py",
-    "test_ui.py",
-    "test_spool.py",
-    "test_study.py",
-    "test_transfer.py",
-    "test_budget.py",
+# others idle. Within a file, and among the files not listed, the order is unchanged.
+HEAVY_FIRST = (  # seconds a file's tests took, summed (`--durations=0`, -n 2, 2026-12-03)
+    "test_resume.py",  # 124
+    "test_engines.py",  # 110
+    "test_faults.py",  # 98
+    "test_storage_faults.py",  # 92
+    "test_use.py",  # 78
+    "test_distributed.py",  # 72
+    "test_jobs.py",  # 70
+    "test_bench_gpu.py",  # 69
+    "test_folds.py",  # 68
+    "test_e2e.py",  # 64
+    "test_spool.py",  # 59
+    "test_ui.py",  # 56
+    "test_auth.py",  # 50
+    "test_transfer.py",  # 49
+    "test_default_search.py",  # 47
+    "test_study.py",  # 47
+    "test_ensemble.py",  # 38
+    "test_models.py",  # 37
+    "test_backend.py",  # 30
+    "test_next_day.py",  # 27
+    "test_bad_input.py",  # 25
+    "test_dashboard.py",  # 21
+    "test_budget.py",  # 19
+    "test_compose.py",  # 15
 )
 
 

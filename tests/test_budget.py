@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from search.storage import open_storage, resolve_storage_url
-from tests.cli_helpers import run_cli_here
+from tests.cli_helpers import migrated_store, run_cli_here
 
 BUDGET = 12
 # Trials that only the budget can stop early: a patience as long as the epochs, and an epoch
@@ -48,7 +48,7 @@ def _args(workdir: Path, *extra: str) -> list[str]:
         "--storage",
         f"sqlite:///{workdir / 'studies.db'}",
         "--tracking-uri",
-        f"sqlite:///{workdir / 'mlflow.db'}",
+        migrated_store(workdir / "mlflow.db"),
         "--sampler",  # no enqueued start points: the trial after the budget is the next one
         "tpe",
         *extra,

@@ -26,7 +26,7 @@ from search.data.sources import JENA_FEATURES
 from search.data.splits import parse_split, window_starts
 from search.storage import open_storage, resolve_storage_url
 from search.workers import checkpoint_root
-from tests.cli_helpers import cli_env, run_cli_here, search_command
+from tests.cli_helpers import cli_env, migrated_store, run_cli_here, search_command
 from tests.test_use import _new_file
 
 ROWS = 9000
@@ -204,7 +204,7 @@ def _args(workdir: Path, study: str, *extra: str) -> list[str]:
         "--storage",
         f"sqlite:///{workdir / 'studies.db'}",
         "--tracking-uri",
-        f"sqlite:///{workdir / 'mlflow.db'}",
+        migrated_store(workdir / "mlflow.db"),
         *extra,
     ]
 

@@ -17,7 +17,15 @@ import pytest
 
 from search.storage import open_storage, resolve_storage_url
 from search.workers import checkpoint_root, worker_attrs, worker_is_gone
-from tests.cli_helpers import Lines, cli_env, run_cli, run_cli_here, search_command, wait_until
+from tests.cli_helpers import (
+    Lines,
+    cli_env,
+    migrated_store,
+    run_cli,
+    run_cli_here,
+    search_command,
+    wait_until,
+)
 
 ROWS = "9000"
 LONG_EPOCH = {"space": "lstm", "rows": "20000"}  # an epoch that outlasts a signal's round trip
@@ -47,7 +55,7 @@ def _args(
         "--storage",
         f"sqlite:///{workdir / 'studies.db'}",
         "--tracking-uri",
-        f"sqlite:///{workdir / 'mlflow.db'}",
+        migrated_store(workdir / "mlflow.db"),
     ]
 
 

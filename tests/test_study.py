@@ -12,7 +12,7 @@ import pytest
 from search.errors import SearchError, StorageError
 from search.storage import open_storage, resolve_storage_url
 from search.study import StudyRequest, run_study
-from tests.cli_helpers import Lines, cli_env, search_command
+from tests.cli_helpers import Lines, cli_env, migrated_store, search_command
 
 
 def _options(tmp_path: Path, storage: str, **kw) -> StudyRequest:
@@ -20,7 +20,7 @@ def _options(tmp_path: Path, storage: str, **kw) -> StudyRequest:
     defaults = dict(
         study="s",
         storage=resolve_storage_url(storage),
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        tracking_uri=migrated_store(tmp_path / "mlflow.db"),
         space="quick",
         max_rows=9000,
         trials=2,

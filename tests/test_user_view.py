@@ -11,10 +11,11 @@ import mlflow
 import pytest
 
 from search.tracking.mlflow import MlflowTracker
+from tests.cli_helpers import migrated_store
 
 
 def test_a_trial_run_ends_with_the_status_of_its_state(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = migrated_store(tmp_path / "mlflow.db")
     tracker = MlflowTracker(uri, "states")
     tracker.create_parent_run({}, {})
     expected = {  # Optuna's state -> (MLflow status, search.state tag)
@@ -91,7 +92,7 @@ def test_epochs_count_from_1_on_the_terminal_in_history_csv_and_best_epoch(tmp_p
     from search.study import StudyRequest, run_study
 
     lines: list[str] = []
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = migrated_store(tmp_path / "mlflow.db")
     outcome = run_study(
         StudyRequest(
             study="epochs",
