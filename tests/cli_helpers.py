@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -9,7 +10,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-_MIGRATED: list[Path] = []  # this process's migrated MLflow store, once made
+
+@functools.cache
+def _migrated_template() -> Path:
+    """An empty MLflow SQLite store that MLflow created and migrated, once per process."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    folder = tempfile.mkdtemp(prefix="search-test-mlflow-")
+    atexit.register(shutil.rmtree, folder, True)
+    template = Path(folder) / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()
+    return template
 
 
 def migrated_store(path: Path) -> str:
@@ -18,21 +33,11 @@ def migrated_store(path: Path) -> str:
     of schema migrations (2 on a loaded machine), a copy 0.04: the tests of what a study does
     start from the copy, those of a first run on a new store (tests/test_e2e.py,
     tests/test_distributed.py) leave MLflow to make it."""
-    import atexit
     import shutil
-    import tempfile
 
     if not path.exists():
-        if not _MIGRATED:
-            from mlflow import MlflowClient
-
-            folder = tempfile.mkdtemp(prefix="search-test-mlflow-")
-            atexit.register(shutil.rmtree, folder, True)
-            template = Path(folder) / "mlflow.db"
-            MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()
-            _MIGRATED.append(template)
         path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(_MIGRATED[0], path)
+        shutil.copyfile(_migrated_template(), path)
     return f"sqlite:///{path}"
 
 

@@ -673,7 +673,6 @@ def test_bad_input_in_a_process(store: Store, tmp_path: Path, args, needles, env
     _in_a_process(store, tmp_path, args, needles, env)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("args", "needles", "env"), LOADING)
 def test_bad_data_through_the_cli(
     store: Store,
