@@ -20,8 +20,10 @@ Nothing here prints: progress goes to ``request.progress`` (the CLI passes one t
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -168,6 +170,24 @@ def _configure(
     return replace(record, sampler=options.sampler, pruner=options.pruner)
 
 
+@contextlib.contextmanager
+def heap_set_aside() -> Iterator[None]:
+    """The objects alive before the trials (TensorFlow's, Keras', MLflow's modules: about half a
+    million) set aside from the garbage collector while the trials run (``gc.freeze``), so the
+    collection that frees each trial's model (``clear_session``) scans only what the trials
+    made: 0.3 s a trial on a quiet machine, 0.6-0.9 s on 2 busy cores, down to milliseconds.
+    Handed back afterwards (``gc.unfreeze``): garbage made before the study is still collected
+    later. A process that set its own heap aside (``gc.get_freeze_count() > 0``) is left as is."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _optimize(
     engine: Engine,
     tracker: SpooledTracker,
@@ -194,7 +214,8 @@ def _optimize(
     if request.timeout is not None:  # the budget counts from here; a trial stops at an epoch end
         runner.deadline = time.monotonic() + request.timeout
     try:
-        engine.optimize(runner, request.trials, request.timeout, on_trial_end=report_best)
+        with heap_set_aside():
+            engine.optimize(runner, request.trials, request.timeout, on_trial_end=report_best)
     except KeyboardInterrupt:
         status = "KILLED"
         stopped = [t for t in engine.trials() if t.number == runner.last_trial]

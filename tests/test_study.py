@@ -63,6 +63,61 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, monke
     assert run.info.status == "FAILED"
 
 
+def test_the_heap_before_the_trials_is_set_aside_and_each_trials_garbage_is_freed(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """While the trials run, what was alive before them is frozen (a trial's collection scans
+    only what the trials made); a trial's cyclic garbage is not set aside with it but freed
+    before the next trial; the heap is handed back when the study ends."""
+    import gc
+    import weakref
+
+    import search.training.compile
+
+    class Cycle:
+        pass
+
+    seen: list[dict] = []
+
+    def failing_build(*args, **kwargs):
+        previous = seen[-1]["garbage"] if seen else None
+        garbage = Cycle()
+        garbage.itself = garbage  # only the cyclic collector frees it
+        seen.append(
+            {
+                "frozen": gc.get_freeze_count(),
+                "previous_freed": previous is not None and previous() is None,
+                "garbage": weakref.ref(garbage),
+            }
+        )
+        del garbage  # not kept alive by the traceback
+        raise ValueError("no model today")
+
+    monkeypatch.setattr(search.training.compile, "build_model", failing_build)
+    assert gc.get_freeze_count() == 0
+    alive_before = len(gc.get_objects())
+    run_study(_options(tmp_path, f"sqlite:///{tmp_path / 'o.db'}", trials=3))
+    assert len(seen) == 3
+    assert all(s["frozen"] >= alive_before // 2 for s in seen), [s["frozen"] for s in seen]
+    assert [s["previous_freed"] for s in seen] == [False, True, True]
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_heap_set_aside_by_the_caller_is_left_as_it_is() -> None:
+    import gc
+
+    from search.study import heap_set_aside
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with heap_set_aside():
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_journal_storage_runs_and_resumes(tmp_path: Path) -> None:
     url = f"journal:///{tmp_path / 'study.log'}"
     run_study(_options(tmp_path, url, trials=1))

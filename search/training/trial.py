@@ -151,8 +151,8 @@ class TrialRunner:
             self._forget(handle)
             raise
         finally:
-            # Keras' global state and the model freed, with one garbage collection (0.6-0.9 s
-            # a trial on 2 cores with TensorFlow loaded: done once, here, and not again by Optuna)
+            # Keras' global state and the model freed, with one garbage collection (here, not by
+            # Optuna) of what the trials made only (search.study.heap_set_aside)
             keras.backend.clear_session(free_memory=True)
         self.tracker.end_trial_run(run_id, "COMPLETE")
         self._forget(handle)
