@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, run_cli_here
 from tests.servers import (
     MlflowServer,
     auth_app_available,
@@ -107,7 +107,7 @@ def test_study_runs_with_credentials_from_the_environment(
     auth_server: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     study = "auth-ok"
-    result = run_cli(
+    result = run_cli_here(  # the credentials reach MLflow's client from the environment
         "run",
         "--study",
         study,

@@ -30,7 +30,7 @@ from search.cli import main
 from search.engines.transfer import ORIGIN_ATTR, UID_ATTR
 from search.record import StudyRecord
 from search.storage import open_storage, resolve_storage_url
-from tests.cli_helpers import run_cli, run_cli_here
+from tests.cli_helpers import migrated_store, run_cli_here
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -719,7 +719,8 @@ def test_runs_travel_with_the_study(tmp_path: Path, capsys, monkeypatch) -> None
 
 @pytest.mark.slow
 def test_a_real_study_moves_to_a_journal_file(tmp_path: Path) -> None:
-    run = run_cli(
+    migrated_store(tmp_path / "mlflow.db")  # the default store, migrated in advance
+    run = run_cli_here(
         "run", "--study", "tiny", "--trials", "2", "--epochs", "1", "--max-rows", "9000",
         cwd=tmp_path,
     )  # fmt: skip
@@ -727,7 +728,7 @@ def test_a_real_study_moves_to_a_journal_file(tmp_path: Path) -> None:
     exported = run_cli_here("export", "tiny", "--to", "tiny.json", "--with-runs", cwd=tmp_path)
     assert exported.returncode == 0, exported.stdout + exported.stderr
     journal = f"journal:///{tmp_path}/moved.log"
-    imported = run_cli(
+    imported = run_cli_here(
         "import", "tiny.json", "--storage", journal, "--tracking-uri", str(tmp_path / "mlruns2"),
         cwd=tmp_path, env={"MLFLOW_ALLOW_FILE_STORE": "true"},
     )  # fmt: skip

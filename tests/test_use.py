@@ -22,7 +22,7 @@ import optuna
 import pytest
 
 from search.data.sources import JENA_FEATURES, load_dataset
-from tests.cli_helpers import cli_env, run_cli, run_cli_here
+from tests.cli_helpers import cli_env, migrated_store, run_cli_here
 from tests.servers import free_port, wait_for_http
 
 STUDY = "use"
@@ -526,7 +526,8 @@ def test_blocked_split_and_target_scaling_report_true_values(tmp_path: Path) -> 
     from search.spaces import load_space
 
     (tmp_path / "scaled.yaml").write_text(SCALED_SPACE)
-    run = run_cli(
+    migrated_store(tmp_path / "mlflow.db")  # the default store, migrated in advance
+    run = run_cli_here(
         "run", "--space", "scaled.yaml", "--split", "blocked:3", "--trials", "2",
         "--max-rows", "4000", cwd=tmp_path,
     )  # fmt: skip
