@@ -44,9 +44,10 @@ def join_or_start(
     joining recover the trials of dead workers. Returns the MLflow experiment id and how many
     trials were recovered."""
     name = plan.study
+    # The tracking store first: one that cannot be opened leaves no half-made study behind
+    experiment_id = tracker.open()
     created = engine.open(name, seed=record.seed, join_seed=plan.request.seed)
     engine.name_objective(objective_name(dataset.unit))
-    experiment_id = tracker.open()
     recovered = 0
     if created:
         start(engine, tracker, space, dataset, record, plan, experiment_id, references)

@@ -112,13 +112,14 @@ def run_study(request: StudyRequest, plan: StudyPlan | None = None) -> StudyOutc
     if plan.exists and request.fresh:
         retire(plan, engine)
         engine.delete(name)
-    from search.training.trial import TrialRunner
-
     record = _configure(engine, record, space, request, new)
     engine.bind(space)
     experiment_id, recovered = join_or_start(
         plan, engine, tracker, space, dataset, record, references, say
     )
+    # Keras last: a tracking store that cannot be opened is refused before its import too
+    from search.training.trial import TrialRunner
+
     runner = TrialRunner(
         space=space,
         prepared=prepared,

@@ -15,6 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
+import optuna
 import pytest
 
 from tests.cli_helpers import Lines, cli_env, search_command
@@ -328,19 +329,28 @@ def test_artifacts_are_retrievable_through_the_server(distributed_study, tmp_pat
         assert list(server.artifacts_dir.rglob(f"*{run_id}*/artifacts/history.csv"))
 
 
-def test_a_tracking_database_that_cannot_be_opened_is_one_line(postgres_server, tmp_path):
+def test_a_tracking_database_that_cannot_be_opened_is_one_line(
+    postgres_server, tmp_path, monkeypatch
+):
     """A PostgreSQL tracking store that cannot be opened (here: no such database) is one line
-    naming it, exit 2, whatever the driver raised."""
-    from tests.cli_helpers import run_cli
+    naming it, exit 2, whatever the driver raised, with no study left half-made in the study
+    storage: in a `python -m search` process, and before Keras is imported (in this process,
+    with the trial module unimportable)."""
+    from tests.cli_helpers import run_cli, run_cli_here
 
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     missing = postgres_server.url(f"no_such_{uuid.uuid4().hex[:6]}")
-    result = run_cli(
+    args = (
         "run", "--study", "x", "--trials", "1", "--epochs", "1", "--max-rows", "9000",
-        "--storage", storage, "--tracking-uri", missing, cwd=tmp_path, timeout=300,
+        "--storage", storage, "--tracking-uri", missing,
     )  # fmt: skip
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "does not exist" in lines[0], result.stderr
-    assert missing.rsplit("/", 1)[1] in lines[0], lines[0]
+    in_a_process = run_cli(*args, cwd=tmp_path, timeout=300)
+    monkeypatch.setitem(sys.modules, "search.training.trial", None)  # Keras' way in, shut
+    here = run_cli_here(*args, cwd=tmp_path)
+    for result in (in_a_process, here):
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "does not exist" in lines[0], result.stderr
+        assert missing.rsplit("/", 1)[1] in lines[0], lines[0]
+        assert optuna.study.get_all_study_names(storage) == []  # no half-made study left
