@@ -176,7 +176,7 @@ def heap_set_aside() -> Iterator[None]:
     """The objects alive before the trials (TensorFlow's, Keras', MLflow's modules: about half a
     million) set aside from the garbage collector while the trials run (``gc.freeze``), so the
     collection that frees each trial's model (``clear_session``) scans only what the trials
-    made: 0.3 s a trial on a quiet machine, 0.6-0.9 s on 2 busy cores, down to milliseconds.
+    made: 0.27 s a trial on a quiet machine, 0.45 s on 2 busy cores, down to milliseconds.
     Handed back afterwards (``gc.unfreeze``): garbage made before the study is still collected
     later. A process that set its own heap aside (``gc.get_freeze_count() > 0``) is left as is."""
     if gc.get_freeze_count():
